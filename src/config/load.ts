@@ -1,0 +1,93 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../errors.ts';
+import { settingsFromEnv, ENV_PREFIX } from './env.ts';
+import { defaultCacheDir, defaultStateDir } from './paths.ts';
+import { configSchema, SECRET_SETTINGS, type Config } from './schema.ts';
+
+export interface LoadConfigOptions {
+  /** Config file (YAML or JSON); defaults to $FASTIMAGECACHE_CONFIG if set. */
+  configFile?: string | undefined;
+  /** Environment to read (defaults to process.env). */
+  env?: Record<string, string | undefined>;
+  /** Command-line flags, already named as settings; they win over everything. */
+  flags?: Record<string, unknown>;
+  /** Settings given in code by an embedding app (between the file and the environment). */
+  overrides?: Record<string, unknown>;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** Absolute path of the config file that was read, if any. */
+  configFile: string | undefined;
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('config', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text); // YAML is a superset of JSON, so one parser reads both
+  } catch (err) {
+    throw new ConfigError('config', `${path} is not valid YAML or JSON: ${(err as Error).message}`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError('config', `${path} must hold a mapping of settings`);
+  }
+  const settings = parsed as Record<string, unknown>;
+  for (const name of Object.keys(settings)) {
+    if (SECRET_SETTINGS.has(name)) {
+      throw new ConfigError(
+        name,
+        `secrets may not be written in a config file; set ${ENV_PREFIX}KEY or point keyFile at a file readable only by its owner`,
+      );
+    }
+  }
+  return settings;
+}
+
+function firstIssue(error: z.ZodError): ConfigError {
+  const issue = error.issues[0];
+  if (!issue) return new ConfigError('config', 'invalid configuration');
+  if (issue.code === 'unrecognized_keys') {
+    return new ConfigError(issue.keys.join(', '), 'unknown setting');
+  }
+  const key = issue.path.map(String).join('.') || 'config';
+  return new ConfigError(key, issue.message);
+}
+
+/** defaults < config file < code overrides < environment < flags, validated as one. */
+export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
+  const env = options.env ?? process.env;
+  const file = options.configFile ?? env[`${ENV_PREFIX}CONFIG`];
+  const configFile = file ? resolve(file) : undefined;
+
+  const merged: Record<string, unknown> = {
+    cacheDir: defaultCacheDir(env),
+    stateDir: defaultStateDir(env),
+    ...(configFile ? readConfigFile(configFile) : {}),
+    ...stripUndefined(options.overrides ?? {}),
+    ...settingsFromEnv(env),
+    ...stripUndefined(options.flags ?? {}),
+  };
+
+  const result = configSchema.safeParse(merged);
+  if (!result.success) throw firstIssue(result.error);
+  const config = result.data;
+  config.cacheDir = resolve(config.cacheDir);
+  config.stateDir = resolve(config.stateDir);
+  if (config.publicDir) config.publicDir = resolve(config.publicDir);
+  if (config.keyFile) config.keyFile = resolve(config.keyFile);
+  return { config, configFile };
+}
+
+function stripUndefined(obj: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined));
+}
