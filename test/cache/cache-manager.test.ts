@@ -1,0 +1,277 @@
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { FastImageCacheError } from '../../src/errors.ts';
+import { createLogger, type Logger } from '../../src/log.ts';
+import { CacheManager, type LoadedImage } from '../../src/cache/cache-manager.ts';
+import { cacheKey } from '../../src/cache/cache-key.ts';
+import { FsStorage } from '../../src/storage/fs-storage.ts';
+import { TMP_DIR_NAME } from '../../src/storage/cache-dir.ts';
+
+const scratch: string[] = [];
+afterEach(async () => {
+  for (const dir of scratch.splice(0)) await fs.rm(dir, { recursive: true, force: true });
+});
+
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((res) => {
+    resolve = res;
+  });
+  return { promise, resolve };
+}
+
+/** A logger that keeps its JSON lines, to check what a warning says. */
+function recordingLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>>; raw: () => string } {
+  const chunks: string[] = [];
+  const logger = createLogger('warn', { write: (s: string) => void chunks.push(s) });
+  return {
+    logger,
+    lines: () => chunks.map((c) => JSON.parse(c) as Record<string, unknown>),
+    raw: () => chunks.join(''),
+  };
+}
+
+/**
+ * The loader is the cache manager's injected dependency: a real function that
+ * counts its calls and returns bytes that name the URL and the call number,
+ * so a fresh load is distinguishable from a stored one.
+ */
+function countingLoader(opts: { gate?: Promise<void>; fail?: Error } = {}) {
+  const calls: string[] = [];
+  const entered = deferred<void>();
+  const loader = async (url: string, options: string): Promise<LoadedImage> => {
+    calls.push(url);
+    entered.resolve();
+    if (opts.gate) await opts.gate;
+    if (opts.fail) throw opts.fail;
+    return {
+      body: Buffer.from(`\x89PNG fake image of ${url} [${options}] call ${calls.length}`),
+      contentType: 'image/png',
+      origin: { etag: '"origin-tag"', cacheControl: 'max-age=3600' },
+    };
+  };
+  return { loader, calls, entered: entered.promise };
+}
+
+async function setup(loaderOpts: { gate?: Promise<void>; fail?: Error } = {}) {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-cache-'));
+  scratch.push(base);
+  const log = recordingLogger();
+  const storage = await FsStorage.open({ dir: path.join(base, 'cache'), logger: log.logger });
+  const { loader, calls, entered } = countingLoader(loaderOpts);
+  const cache = new CacheManager({ storage, loader, logger: log.logger });
+  return { base, storage, cache, calls, entered, log };
+}
+
+/** Entry files in the cache directory (the fan-out tree). */
+async function entryFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const l1 of await fs.readdir(dir)) {
+    if (!/^[0-9a-f]{2}$/.test(l1)) continue;
+    for (const l2 of await fs.readdir(path.join(dir, l1))) {
+      for (const name of await fs.readdir(path.join(dir, l1, l2))) out.push(path.join(dir, l1, l2, name));
+    }
+  }
+  return out;
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const URL_A = 'https://images.example.com/cat.png?token=s3cr3t-value';
+
+test('MISS then HIT with identical bytes, one loader call', async () => {
+  const { cache, calls } = await setup();
+  const first = await cache.get(URL_A);
+  assert.equal(first.status, 'MISS');
+  assert.equal(first.contentType, 'image/png');
+  assert.equal(first.size, first.body.length);
+  assert.equal(first.sha256, sha256(first.body));
+  assert.equal(first.etag, `"${first.sha256.slice(0, 32)}"`);
+  assert.equal(first.meta.sourceUrl, URL_A);
+  assert.equal(first.meta.options, '_');
+  assert.deepEqual(first.meta.origin, { etag: '"origin-tag"', cacheControl: 'max-age=3600' });
+
+  const second = await cache.get(URL_A);
+  assert.equal(second.status, 'HIT');
+  assert.ok(second.body.equals(first.body));
+  assert.equal(second.etag, first.etag);
+  assert.deepEqual(second.meta, first.meta);
+  assert.equal(calls.length, 1);
+  const stats = await cache.stats();
+  assert.deepEqual({ hits: stats.hits, misses: stats.misses, entries: stats.entries }, { hits: 1, misses: 1, entries: 1 });
+  assert.ok(stats.bytes > first.size, 'bytes on disk include the metadata');
+});
+
+test('entries survive a restart: a new manager on the same directory hits', async () => {
+  const { cache, storage, calls } = await setup();
+  const first = await cache.get(URL_A);
+  await cache.close();
+  const reopened = await FsStorage.open({ dir: storage.dir, logger: createLogger('silent') });
+  const { loader, calls: newCalls } = countingLoader();
+  const again = new CacheManager({ storage: reopened, loader, logger: createLogger('silent') });
+  const hit = await again.get(URL_A);
+  assert.equal(hit.status, 'HIT');
+  assert.ok(hit.body.equals(first.body));
+  assert.equal(calls.length + newCalls.length, 1);
+});
+
+test('50 concurrent gets of a cold key: loader runs once, all results byte-identical', async () => {
+  const gate = deferred<void>();
+  const { cache, calls, entered } = await setup({ gate: gate.promise });
+  const pending = Array.from({ length: 50 }, () => cache.get(URL_A));
+  await entered; // the loader is running and holding
+  gate.resolve();
+  const results = await Promise.all(pending);
+  assert.equal(calls.length, 1);
+  const [first] = results;
+  assert.ok(first);
+  for (const r of results) {
+    assert.equal(r.status, 'MISS');
+    assert.ok(r.body.equals(first.body));
+    assert.equal(r.sha256, first.sha256);
+  }
+  assert.equal((await cache.get(URL_A)).status, 'HIT');
+  assert.equal(calls.length, 1);
+});
+
+test('a loader error reaches every waiter unchanged and is not cached', async () => {
+  const gate = deferred<void>();
+  const failure = new FastImageCacheError('origin_error', 'origin said 500');
+  const { cache, storage, calls, entered } = await setup({ gate: gate.promise, fail: failure });
+  const pending = Array.from({ length: 10 }, () => cache.get(URL_A));
+  await entered;
+  gate.resolve();
+  const outcomes = await Promise.allSettled(pending);
+  assert.equal(calls.length, 1);
+  for (const o of outcomes) {
+    assert.equal(o.status, 'rejected');
+    assert.equal((o as PromiseRejectedResult).reason, failure);
+  }
+  assert.equal((await storage.stats()).entries, 0);
+
+  await assert.rejects(cache.get(URL_A), failure);
+  assert.equal(calls.length, 2, 'the next get calls the loader again');
+});
+
+test('equivalent URLs share one entry', async () => {
+  const { cache, calls } = await setup();
+  const a = await cache.get('HTTPS://Images.Example.COM:443/cat.png#whiskers');
+  const b = await cache.get('https://images.example.com/cat.png');
+  const c = await cache.get(new URL('https://IMAGES.example.com/./cat.png'));
+  assert.equal(a.status, 'MISS');
+  assert.equal(b.status, 'HIT');
+  assert.equal(c.status, 'HIT');
+  assert.equal(calls.length, 1);
+  assert.deepEqual(calls, ['https://images.example.com/cat.png'], 'the loader gets the normalized URL');
+  assert.equal((await cache.stats()).entries, 1);
+});
+
+test('different options are different entries', async () => {
+  const { cache, calls } = await setup();
+  const original = await cache.get(URL_A);
+  const variant = await cache.get(URL_A, 'w_100');
+  assert.equal(variant.status, 'MISS');
+  assert.equal(variant.meta.options, 'w_100');
+  assert.ok(!variant.body.equals(original.body));
+  assert.equal(calls.length, 2);
+  assert.equal((await cache.stats()).entries, 2);
+});
+
+test('a stored file altered on disk is not served: warning logged, loader called again, fresh bytes', async () => {
+  const { cache, storage, calls, log } = await setup();
+  const first = await cache.get(URL_A);
+  const [file] = await entryFiles(storage.dir);
+  assert.ok(file);
+  const bytes = await fs.readFile(file);
+  const last = bytes.length - 1; // the body is the tail of the entry file
+  bytes[last] = (bytes[last] ?? 0) ^ 0x01;
+  await fs.writeFile(file, bytes);
+
+  const second = await cache.get(URL_A);
+  assert.equal(second.status, 'MISS');
+  assert.equal(calls.length, 2);
+  assert.ok(!second.body.equals(bytes.subarray(bytes.length - first.size)), 'the altered bytes are not served');
+  assert.ok(second.body.toString().endsWith('call 2'), 'fresh bytes from the loader');
+  assert.equal(second.sha256, sha256(second.body));
+
+  const warning = log.lines().find((l) => /integrity/.test(String(l.msg)));
+  assert.ok(warning, 'an integrity warning is logged');
+  assert.equal(warning.cacheKey, cacheKey(URL_A, '_'));
+  assert.ok(!log.raw().includes('s3cr3t-value'), 'the URL and its secrets stay out of the log');
+
+  const third = await cache.get(URL_A);
+  assert.equal(third.status, 'HIT');
+  assert.ok(third.body.equals(second.body));
+});
+
+test('an intact entry moved under another key is not served', async () => {
+  const { cache, storage, calls } = await setup();
+  await cache.get('https://example.com/a.png');
+  const [fileA] = await entryFiles(storage.dir);
+  await cache.get('https://example.com/b.png');
+  const fileB = (await entryFiles(storage.dir)).find((f) => f !== fileA);
+  assert.ok(fileA && fileB);
+  await fs.copyFile(fileA, fileB);
+
+  const b = await cache.get('https://example.com/b.png');
+  assert.equal(b.status, 'MISS');
+  assert.ok(b.body.toString().includes('https://example.com/b.png'));
+  assert.equal(calls.length, 3);
+});
+
+test('a failing storage write still returns the image (MISS), logs a warning, and nothing is cached', async () => {
+  const { cache, storage, calls, log } = await setup();
+  const tmp = path.join(storage.dir, TMP_DIR_NAME);
+  await fs.rm(tmp, { recursive: true });
+  await fs.writeFile(tmp, 'a file where the temp dir should be'); // every write now fails with ENOTDIR
+
+  const first = await cache.get(URL_A);
+  assert.equal(first.status, 'MISS');
+  assert.ok(first.body.toString().includes('cat.png'));
+  assert.equal(first.sha256, sha256(first.body));
+  assert.ok(log.lines().some((l) => /could not store/.test(String(l.msg))));
+
+  const second = await cache.get(URL_A);
+  assert.equal(second.status, 'MISS');
+  assert.equal(calls.length, 2);
+});
+
+test('purge removes the entry; purgeAll removes everything', async () => {
+  const { cache, calls } = await setup();
+  await cache.get(URL_A);
+  await cache.get('https://example.com/other.png');
+  assert.equal((await cache.stats()).entries, 2);
+
+  assert.equal(await cache.purge('HTTPS://IMAGES.EXAMPLE.COM/cat.png?token=s3cr3t-value#x'), 1);
+  assert.equal(await cache.purge(URL_A), 0);
+  assert.equal((await cache.stats()).entries, 1);
+  assert.equal((await cache.get(URL_A)).status, 'MISS');
+  assert.equal(calls.length, 3);
+
+  await cache.purgeAll();
+  const stats = await cache.stats();
+  assert.equal(stats.entries, 0);
+  assert.equal(stats.bytes, 0);
+  assert.equal((await cache.get('https://example.com/other.png')).status, 'MISS');
+});
+
+test('a bad URL is refused before the loader or the storage is touched', async () => {
+  const { cache, calls } = await setup();
+  await assert.rejects(cache.get('not a url'), (err: unknown) => err instanceof FastImageCacheError && err.code === 'bad_url');
+  assert.equal(calls.length, 0);
+});
+
+test('close waits for a running load, then refuses new gets', async () => {
+  const gate = deferred<void>();
+  const { cache, entered } = await setup({ gate: gate.promise });
+  const running = cache.get(URL_A);
+  await entered;
+  const closing = cache.close();
+  gate.resolve();
+  await closing;
+  assert.equal((await running).status, 'MISS');
+  await assert.rejects(cache.get(URL_A), FastImageCacheError);
+});

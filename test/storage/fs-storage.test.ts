@@ -1,0 +1,347 @@
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { silentLogger } from '../../src/log.ts';
+import { CacheDirError, TMP_DIR_NAME } from '../../src/storage/cache-dir.ts';
+import { encodeEntry } from '../../src/storage/entry-codec.ts';
+import { FsStorage, SECRET_FILE_NAME } from '../../src/storage/fs-storage.ts';
+import type { StoredEntry } from '../../src/storage/types.ts';
+
+const isRoot = process.getuid?.() === 0;
+
+const scratch: string[] = [];
+async function freshDir(): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-storage-'));
+  scratch.push(dir);
+  return dir;
+}
+afterEach(async () => {
+  for (const dir of scratch.splice(0)) {
+    await restoreWritable(dir);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+async function restoreWritable(dir: string): Promise<void> {
+  for (const p of await walk(dir)) {
+    const st = await fs.lstat(p).catch(() => undefined);
+    if (st?.isDirectory()) await fs.chmod(p, 0o700);
+  }
+}
+
+async function openStorage(dir?: string): Promise<FsStorage> {
+  return FsStorage.open({ dir: dir ?? path.join(await freshDir(), 'cache'), logger: silentLogger() });
+}
+
+const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+
+function makeEntry(url: string, body: Buffer | string): StoredEntry {
+  const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body);
+  return {
+    meta: {
+      key: sha256(`key:${url}`),
+      sourceUrl: url,
+      options: '_',
+      contentType: 'image/png',
+      size: bytes.length,
+      sha256: sha256(bytes),
+      storedAt: Date.now(),
+      origin: { etag: '"o1"' },
+    },
+    body: bytes,
+  };
+}
+
+/** Every path below `root` (files and directories). */
+async function walk(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const entries = await fs.readdir(root, { withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    const p = path.join(root, e.name);
+    out.push(p);
+    if (e.isDirectory()) out.push(...(await walk(p)));
+  }
+  return out;
+}
+
+/** Entry files: everything in the fan-out tree, i.e. not .secret and not under tmp/. */
+async function entryFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const p of await walk(dir)) {
+    const rel = path.relative(dir, p);
+    if (rel === SECRET_FILE_NAME || rel === TMP_DIR_NAME || rel.startsWith(TMP_DIR_NAME + path.sep)) continue;
+    if ((await fs.lstat(p)).isFile()) files.push(p);
+  }
+  return files;
+}
+
+async function tempFilesLeft(dir: string): Promise<string[]> {
+  return (await walk(dir)).filter((p) => p.endsWith('.tmp') || path.dirname(p) === path.join(dir, TMP_DIR_NAME));
+}
+
+function assertSameEntry(actual: StoredEntry | undefined, expected: StoredEntry): void {
+  assert.ok(actual, 'entry should be readable');
+  assert.deepEqual(actual.meta, expected.meta);
+  assert.ok(actual.body.equals(expected.body), 'body bytes should be identical');
+}
+
+test('round trip: what is written reads back identically; unknown keys read as undefined', async () => {
+  const storage = await openStorage();
+  const entry = makeEntry('https://example.com/a.png', Buffer.from([0, 1, 2, 3, 254, 255]));
+  await storage.write(entry);
+  assertSameEntry(await storage.read(entry.meta.key), entry);
+  assert.equal(await storage.read(sha256('never written')), undefined);
+});
+
+test('a second write replaces the entry and leaves no temp file', async () => {
+  const storage = await openStorage();
+  const first = makeEntry('https://example.com/a.png', 'first');
+  const second = makeEntry('https://example.com/a.png', 'second version');
+  assert.equal(second.meta.key, first.meta.key);
+  await storage.write(first);
+  await storage.write(second);
+  assertSameEntry(await storage.read(first.meta.key), second);
+  assert.equal((await entryFiles(storage.dir)).length, 1);
+  assert.deepEqual(await tempFilesLeft(storage.dir), []);
+});
+
+test('concurrent writes of one key leave exactly one whole entry', async () => {
+  const storage = await openStorage();
+  const versions = Array.from({ length: 20 }, (_, i) => makeEntry('https://example.com/c.png', Buffer.alloc(64 * 1024 + i, i)));
+  const key = versions[0]?.meta.key ?? '';
+  await Promise.all(versions.map((v) => storage.write(v)));
+  const got = await storage.read(key);
+  assert.ok(got);
+  const match = versions.find((v) => v.body.equals(got.body));
+  assert.ok(match, 'the stored entry is one of the written versions, whole');
+  assert.deepEqual(got.meta, match.meta);
+  assert.deepEqual(await tempFilesLeft(storage.dir), []);
+});
+
+test('entry files are 0600, fan-out dirs and the cache dir 0700, .secret 0600, even under a narrow umask', async () => {
+  const base = await freshDir();
+  const previous = process.umask(0o277);
+  let storage: FsStorage;
+  try {
+    storage = await openStorage(path.join(base, 'cache'));
+    await storage.write(makeEntry('https://example.com/1.png', 'one'));
+    await storage.write(makeEntry('https://example.com/2.png', 'two'));
+  } finally {
+    process.umask(previous);
+  }
+  const mode = async (p: string) => (await fs.lstat(p)).mode & 0o777;
+  assert.equal(await mode(storage.dir), 0o700);
+  assert.equal(await mode(path.join(storage.dir, SECRET_FILE_NAME)), 0o600);
+  const files = await entryFiles(storage.dir);
+  assert.equal(files.length, 2);
+  for (const file of files) {
+    assert.equal(await mode(file), 0o600, file);
+    assert.equal(await mode(path.dirname(file)), 0o700);
+    assert.equal(await mode(path.dirname(path.dirname(file))), 0o700);
+  }
+});
+
+test('layout is ab/cd/<64 hex> and no name reveals the key or the URL', async () => {
+  const storage = await openStorage();
+  const url = 'https://example.com/secret-cat.png';
+  const entry = makeEntry(url, 'meow');
+  await storage.write(entry);
+  const [file, ...rest] = await entryFiles(storage.dir);
+  assert.ok(file);
+  assert.equal(rest.length, 0);
+  const [l1, l2, name] = path.relative(storage.dir, file).split(path.sep);
+  assert.match(name ?? '', /^[0-9a-f]{64}$/);
+  assert.equal(l1, name?.slice(0, 2));
+  assert.equal(l2, name?.slice(2, 4));
+
+  const forbidden = [entry.meta.key, sha256(entry.meta.key), sha256(url), sha256(Buffer.from(entry.meta.key, 'hex'))];
+  for (const p of await walk(storage.dir)) {
+    const base = path.basename(p);
+    for (const f of forbidden) assert.ok(!base.includes(f), `${base} reveals ${f}`);
+  }
+});
+
+test('.secret persists: reopening the directory finds the same files; another directory names them differently', async () => {
+  const base = await freshDir();
+  const dir = path.join(base, 'cache');
+  const entry = makeEntry('https://example.com/p.png', 'persist');
+  const first = await openStorage(dir);
+  await first.write(entry);
+  await first.close();
+  const secretBefore = await fs.readFile(path.join(dir, SECRET_FILE_NAME));
+  const namesBefore = (await entryFiles(dir)).map((p) => path.relative(dir, p));
+
+  const second = await openStorage(dir);
+  assertSameEntry(await second.read(entry.meta.key), entry);
+  assert.ok(secretBefore.equals(await fs.readFile(path.join(dir, SECRET_FILE_NAME))));
+  await second.write(entry);
+  assert.deepEqual((await entryFiles(dir)).map((p) => path.relative(dir, p)), namesBefore);
+
+  const other = await openStorage(path.join(base, 'other'));
+  await other.write(entry);
+  const otherNames = (await entryFiles(other.dir)).map((p) => path.basename(p));
+  assert.notDeepEqual(otherNames, namesBefore.map((p) => path.basename(p)));
+});
+
+test('a .secret readable by group or others is refused', async () => {
+  const dir = path.join(await freshDir(), 'cache');
+  await (await openStorage(dir)).close();
+  const secret = path.join(dir, SECRET_FILE_NAME);
+  for (const mode of [0o640, 0o604, 0o660]) {
+    await fs.chmod(secret, mode);
+    await assert.rejects(openStorage(dir), (err: unknown) => {
+      assert.ok(err instanceof CacheDirError);
+      assert.match(err.message, /group or others/);
+      return true;
+    });
+  }
+  await fs.chmod(secret, 0o600);
+  await openStorage(dir); // and accepted again once fixed
+});
+
+test('a symlinked or damaged .secret is refused', async () => {
+  const base = await freshDir();
+  const dir = path.join(base, 'cache');
+  await (await openStorage(dir)).close();
+  const secret = path.join(dir, SECRET_FILE_NAME);
+  const saved = path.join(base, 'saved-secret');
+  await fs.rename(secret, saved);
+
+  await fs.symlink(saved, secret);
+  await assert.rejects(openStorage(dir), CacheDirError);
+  await fs.unlink(secret);
+
+  await fs.writeFile(secret, Buffer.alloc(5), { mode: 0o600 });
+  await assert.rejects(openStorage(dir), CacheDirError);
+});
+
+test('write failure: tmp/ replaced by a file → throws ENOTDIR, old entry intact, no temp files', async () => {
+  const storage = await openStorage();
+  const old = makeEntry('https://example.com/w.png', 'old bytes');
+  await storage.write(old);
+  const tmp = path.join(storage.dir, TMP_DIR_NAME);
+  await fs.rm(tmp, { recursive: true });
+  await fs.writeFile(tmp, 'not a directory');
+
+  await assert.rejects(storage.write(makeEntry('https://example.com/w.png', 'new bytes')), { code: 'ENOTDIR' });
+  assertSameEntry(await storage.read(old.meta.key), old);
+  assert.deepEqual(await tempFilesLeft(storage.dir), []);
+});
+
+test('write failure: fan-out directory replaced by a file → throws ENOTDIR, no temp files', async () => {
+  const storage = await openStorage();
+  const entry = makeEntry('https://example.com/f.png', 'fan-out');
+  await storage.write(entry);
+  const [file] = await entryFiles(storage.dir);
+  assert.ok(file);
+  const fanout = path.dirname(path.dirname(file)); // the first level, <dir>/ab
+  await fs.rm(fanout, { recursive: true });
+  await fs.writeFile(fanout, 'in the way');
+
+  await assert.rejects(storage.write(entry), { code: 'ENOTDIR' });
+  assert.equal(await storage.read(entry.meta.key), undefined);
+  assert.deepEqual(await tempFilesLeft(storage.dir), []);
+});
+
+test('write failure midway (file size limit hit while writing) → throws, old entry intact, no temp files', async () => {
+  // A real mid-write failure that works as root too: RLIMIT_FSIZE makes the
+  // second write() of the temp file fail with EFBIG after part was written.
+  const storage = await openStorage();
+  const old = makeEntry('https://example.com/big.png', 'small old entry');
+  await storage.write(old);
+
+  const storageUrl = new URL('../../src/storage/fs-storage.ts', import.meta.url).href;
+  const logUrl = new URL('../../src/log.ts', import.meta.url).href;
+  const child = `
+    import { FsStorage } from ${JSON.stringify(storageUrl)};
+    import { silentLogger } from ${JSON.stringify(logUrl)};
+    const storage = await FsStorage.open({ dir: ${JSON.stringify(storage.dir)}, logger: silentLogger() });
+    const body = Buffer.alloc(512 * 1024, 1);
+    const meta = { ...${JSON.stringify(old.meta)}, size: body.length, sha256: 'x' };
+    try { await storage.write({ meta, body }); console.log('written'); }
+    catch (err) { console.log('failed:' + err.code); }
+  `;
+  const { stdout } = await promisify(execFile)('bash', [
+    '-c',
+    'ulimit -f 128 && exec "$0" --input-type=module -e "$1"',
+    process.execPath,
+    child,
+  ]);
+  assert.equal(stdout.trim(), 'failed:EFBIG');
+  assertSameEntry(await storage.read(old.meta.key), old);
+  assert.deepEqual(await tempFilesLeft(storage.dir), []);
+});
+
+test('write failure: read-only fan-out directory → throws EACCES, old entry intact, no temp files', { skip: isRoot && 'root ignores directory permissions; the tests above fail writes for real instead' }, async () => {
+  const storage = await openStorage();
+  const old = makeEntry('https://example.com/ro.png', 'old');
+  await storage.write(old);
+  const [file] = await entryFiles(storage.dir);
+  assert.ok(file);
+  await fs.chmod(path.dirname(file), 0o500);
+  try {
+    await assert.rejects(storage.write(makeEntry('https://example.com/ro.png', 'new')), { code: 'EACCES' });
+  } finally {
+    await fs.chmod(path.dirname(file), 0o700);
+  }
+  assertSameEntry(await storage.read(old.meta.key), old);
+  assert.deepEqual(await tempFilesLeft(storage.dir), []);
+});
+
+test('garbage, truncated or symlinked entry files read as undefined', async () => {
+  const storage = await openStorage();
+  const entry = makeEntry('https://example.com/g.png', Buffer.alloc(1000, 9));
+  await storage.write(entry);
+  const [file] = await entryFiles(storage.dir);
+  assert.ok(file);
+  const good = await fs.readFile(file);
+
+  await fs.writeFile(file, good.subarray(0, good.length - 1));
+  assert.equal(await storage.read(entry.meta.key), undefined, 'truncated body');
+  await fs.writeFile(file, good.subarray(0, 7));
+  assert.equal(await storage.read(entry.meta.key), undefined, 'truncated header');
+  await fs.writeFile(file, 'garbage garbage garbage');
+  assert.equal(await storage.read(entry.meta.key), undefined, 'garbage');
+  await fs.writeFile(file, '');
+  assert.equal(await storage.read(entry.meta.key), undefined, 'empty');
+
+  const elsewhere = path.join(path.dirname(storage.dir), 'planted');
+  await fs.writeFile(elsewhere, good);
+  await fs.unlink(file);
+  await fs.symlink(elsewhere, file);
+  assert.equal(await storage.read(entry.meta.key), undefined, 'symlink is not followed');
+});
+
+test('delete, stats and clear', async () => {
+  const storage = await openStorage();
+  assert.deepEqual(await storage.stats(), { entries: 0, bytes: 0 });
+  const entries = ['a', 'b', 'c'].map((n) => makeEntry(`https://example.com/${n}.png`, `body of ${n}`.repeat(10)));
+  for (const e of entries) await storage.write(e);
+
+  const expectedBytes = entries.reduce((sum, e) => sum + encodeEntry(e).length, 0);
+  assert.deepEqual(await storage.stats(), { entries: 3, bytes: expectedBytes });
+
+  const [a, b, c] = entries;
+  assert.ok(a && b && c);
+  assert.equal(await storage.delete(a.meta.key), true);
+  assert.equal(await storage.delete(a.meta.key), false);
+  assert.equal(await storage.read(a.meta.key), undefined);
+  assertSameEntry(await storage.read(b.meta.key), b);
+  assert.deepEqual(await storage.stats(), { entries: 2, bytes: expectedBytes - encodeEntry(a).length });
+
+  await storage.clear();
+  assert.deepEqual(await storage.stats(), { entries: 0, bytes: 0 });
+  assert.equal(await storage.read(b.meta.key), undefined);
+  assert.equal(await storage.read(c.meta.key), undefined);
+  assert.deepEqual(await entryFiles(storage.dir), []);
+
+  // The directory stays usable, with the same secret.
+  await storage.write(b);
+  assertSameEntry(await storage.read(b.meta.key), b);
+  assert.equal((await storage.stats()).entries, 1);
+});
