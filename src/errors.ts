@@ -18,7 +18,6 @@ export const ERROR_CODES = {
   too_large: { status: 413, message: 'The image is too large.' },
   not_an_image: { status: 415, message: 'The source is not a supported image.' },
   origin_error: { status: 502, message: 'The origin did not return a usable response.' },
-  overloaded: { status: 503, message: 'The server is busy; try again shortly.' },
   origin_timeout: { status: 504, message: 'The origin did not answer in time.' },
   internal_error: { status: 500, message: 'Internal error.' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.ts';
-import { configSchema, type SettingName } from './schema.ts';
+import { configSchema } from './schema.ts';
 
 /** Prefix of every environment setting. */
 export const ENV_PREFIX = 'FASTIMAGECACHE_';
@@ -10,30 +10,46 @@ export const NON_SETTING_ENV = new Set([
   `${ENV_PREFIX}CORPUS`, // where the test suite finds the image corpus
 ]);
 
-/** `allowPrivateNetworks` → `FASTIMAGECACHE_ALLOW_PRIVATE_NETWORKS`. */
+/** `allowPrivateNetworks` → `FASTIMAGECACHE_ALLOW_PRIVATE_NETWORKS`; `rateLimit.perSecond` → `FASTIMAGECACHE_RATE_LIMIT_PER_SECOND`. */
 export function envNameFor(setting: string): string {
-  return ENV_PREFIX + setting.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+  return ENV_PREFIX + setting.replace(/\./g, '_').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 }
-
-const SETTING_BY_ENV: ReadonlyMap<string, SettingName> = new Map(
-  (Object.keys(configSchema.shape) as SettingName[]).map((name) => [envNameFor(name), name]),
-);
 
 interface ZodDefLike {
   type: string;
-  innerType?: { _zod: { def: ZodDefLike } };
-  options?: Array<{ _zod: { def: ZodDefLike } }>;
-  element?: { _zod: { def: ZodDefLike } };
+  innerType?: ZodLike;
+  element?: ZodLike;
+  shape?: Record<string, ZodLike>;
+}
+interface ZodLike {
+  _zod: { def: ZodDefLike };
 }
 
-/** The base kind of a setting (string, number, boolean, array, union...), seen through defaults. */
-function kindOf(setting: SettingName): ZodDefLike {
-  let def = (configSchema.shape[setting] as unknown as { _zod: { def: ZodDefLike } })._zod.def;
-  while ((def.type === 'default' || def.type === 'optional') && def.innerType) {
+/** The base definition of a schema, seen through defaults and optionals. */
+function baseDef(schema: ZodLike): ZodDefLike {
+  let def = schema._zod.def;
+  while ((def.type === 'default' || def.type === 'optional' || def.type === 'nullable') && def.innerType) {
     def = def.innerType._zod.def;
   }
   return def;
 }
+
+/**
+ * Every setting reachable from the environment, by env name: top-level
+ * settings and the fields of nested objects (`rateLimit.perSecond`).
+ * Records (like named presets) are file-only.
+ */
+function collectSettings(shape: Record<string, ZodLike>, prefix: string[], out: Map<string, { path: string[]; def: ZodDefLike }>): void {
+  for (const [name, schema] of Object.entries(shape)) {
+    const path = [...prefix, name];
+    const def = baseDef(schema);
+    if (def.type === 'object' && def.shape) collectSettings(def.shape, path, out);
+    else if (def.type !== 'record') out.set(envNameFor(path.join('.')), { path, def });
+  }
+}
+
+const SETTINGS_BY_ENV = new Map<string, { path: string[]; def: ZodDefLike }>();
+collectSettings((configSchema as unknown as { shape: Record<string, ZodLike> }).shape, [], SETTINGS_BY_ENV);
 
 function parseBoolean(name: string, raw: string): boolean {
   const v = raw.trim().toLowerCase();
@@ -63,7 +79,7 @@ function coerce(name: string, def: ZodDefLike, raw: string): unknown {
       return parseNumber(raw);
     case 'array': {
       const items = parseList(raw);
-      return def.element?._zod.def.type === 'number' ? items.map(parseNumber) : items;
+      return def.element && baseDef(def.element).type === 'number' ? items.map(parseNumber) : items;
     }
     case 'union': // allowedPorts: "*" or a list of ports
       return raw.trim() === '*' ? '*' : parseList(raw).map(parseNumber);
@@ -72,14 +88,46 @@ function coerce(name: string, def: ZodDefLike, raw: string): unknown {
   }
 }
 
+/** Sets `value` at `path` in `target`, creating nested objects on the way. */
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const part of path.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  const last = path[path.length - 1];
+  if (last !== undefined) node[last] = value;
+}
+
 /** Settings found in the environment, typed for the schema; unknown FASTIMAGECACHE_* names are errors. */
 export function settingsFromEnv(env: Record<string, string | undefined>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || raw === undefined || NON_SETTING_ENV.has(name)) continue;
-    const setting = SETTING_BY_ENV.get(name);
+    const setting = SETTINGS_BY_ENV.get(name);
     if (!setting) throw new ConfigError(name, 'unknown setting (not a fastimagecache environment variable)');
-    out[setting] = coerce(name, kindOf(setting), raw);
+    setPath(out, setting.path, coerce(name, setting.def, raw));
   }
   return out;
+}
+
+/** Deep merge of plain objects (later wins); arrays and scalars are replaced whole. */
+export function mergeSettings(...layers: Array<Record<string, unknown>>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer)) {
+      if (value === undefined) continue;
+      const prev = out[key];
+      const bothObjects =
+        typeof value === 'object' && value !== null && !Array.isArray(value) && typeof prev === 'object' && prev !== null && !Array.isArray(prev);
+      out[key] = bothObjects ? mergeSettings(prev as Record<string, unknown>, value as Record<string, unknown>) : value;
+    }
+  }
+  return out;
+}
+
+/** Every setting the environment can set: dotted path and variable name (README's table is checked against it). */
+export function listEnvSettings(): Array<{ setting: string; env: string }> {
+  return [...SETTINGS_BY_ENV].map(([env, { path }]) => ({ setting: path.join('.'), env }));
 }

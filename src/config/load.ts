@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
-import { settingsFromEnv, ENV_PREFIX } from './env.ts';
+import { ENV_PREFIX, mergeSettings, settingsFromEnv } from './env.ts';
 import { defaultCacheDir, defaultStateDir } from './paths.ts';
 import { configSchema, SECRET_SETTINGS, type Config } from './schema.ts';
 
@@ -69,14 +69,13 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const file = options.configFile ?? env[`${ENV_PREFIX}CONFIG`];
   const configFile = file ? resolve(file) : undefined;
 
-  const merged: Record<string, unknown> = {
-    cacheDir: defaultCacheDir(env),
-    stateDir: defaultStateDir(env),
-    ...(configFile ? readConfigFile(configFile) : {}),
-    ...stripUndefined(options.overrides ?? {}),
-    ...settingsFromEnv(env),
-    ...stripUndefined(options.flags ?? {}),
-  };
+  const merged = mergeSettings(
+    { cacheDir: defaultCacheDir(env), stateDir: defaultStateDir(env) },
+    configFile ? readConfigFile(configFile) : {},
+    options.overrides ?? {},
+    settingsFromEnv(env),
+    options.flags ?? {},
+  );
 
   const result = configSchema.safeParse(merged);
   if (!result.success) throw firstIssue(result.error);
@@ -86,8 +85,4 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   if (config.publicDir) config.publicDir = resolve(config.publicDir);
   if (config.keyFile) config.keyFile = resolve(config.keyFile);
   return { config, configFile };
-}
-
-function stripUndefined(obj: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined));
 }

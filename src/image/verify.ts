@@ -1,0 +1,96 @@
+import sharp from 'sharp';
+import type { Metadata, Sharp } from 'sharp';
+import { FastImageCacheError } from '../errors.ts';
+import { sniffImageType } from './sniff.ts';
+import type { ImageFormat, SniffedType, VerifiedImage } from './types.ts';
+
+export interface VerifyImageOptions {
+  /** Formats to accept (default: all that sniffImageType knows). Others are not_an_image. */
+  allowedFormats?: readonly ImageFormat[];
+}
+
+/** What sharp's metadata() calls each format; libheif decodes AVIF, so sharp says 'heif'. */
+const SHARP_FORMAT: Readonly<Record<ImageFormat, string>> = {
+  jpeg: 'jpeg',
+  png: 'png',
+  gif: 'gif',
+  webp: 'webp',
+  avif: 'heif',
+  tiff: 'tiff',
+};
+
+/** sharp/libvips messages that mean "too big to decode", not "broken". */
+const LIMIT_ERROR = /exceeds (?:the )?(?:pixel|channel) limit|security limit exceeded|image too large/i;
+
+/**
+ * Proves that `buf` is a decodable raster image of a supported type.
+ *
+ * The type comes from the magic bytes only; sharp then decodes every pixel
+ * (metadata() alone succeeds on many truncated or corrupt files). Sharp's
+ * default limitInputPixels stays on: pixel bombs are refused from the header,
+ * before any allocation. Throws FastImageCacheError: not_an_image for unknown,
+ * disallowed, truncated or corrupt input; too_large for images over sharp's
+ * pixel/channel limits.
+ */
+export async function verifyImage(buf: Buffer, opts: VerifyImageOptions = {}): Promise<VerifiedImage> {
+  const sniffed = sniffImageType(buf);
+  if (sniffed === undefined) {
+    throw new FastImageCacheError('not_an_image', 'magic bytes match no supported image format');
+  }
+  if (opts.allowedFormats !== undefined && !opts.allowedFormats.includes(sniffed.format)) {
+    throw new FastImageCacheError('not_an_image', `format ${sniffed.format} is not allowed`);
+  }
+
+  // failOn 'warning' is sharp's default, spelled out because truncation often
+  // surfaces only as a decoder warning (libjpeg "premature end of data").
+  const image = sharp(buf, { failOn: 'warning' });
+  const meta = await withSharpErrors(() => image.metadata());
+  checkAgreesWithSniff(sniffed, meta);
+  await withSharpErrors(() => decodeAllPixels(image, sniffed.format, meta));
+
+  return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height };
+}
+
+/**
+ * Decodes the whole (first) image while allocating only a 64x64 result.
+ *
+ * Shrink-on-load is switched off, except for WebP, with an identity extract
+ * (sharp skips shrink-on-load when a pre-resize extract is set): measured on
+ * the corpus, JPEG shrink-on-load left the last rows unread, so files cut in
+ * their final 1% (and a lossless JPEG cut at 90%) still "decoded". libwebp
+ * decodes the whole frame even when scaling, so WebP keeps the cheap path
+ * (16.8 MP WebP: ~70 ms instead of ~280 ms) and still refused all 520
+ * truncations tried.
+ *
+ * No rotate(): orientation does not affect validity, and rotating by 90°
+ * before resizing would need the full image in memory.
+ */
+async function decodeAllPixels(image: Sharp, format: ImageFormat, meta: Metadata): Promise<void> {
+  const pipeline =
+    format === 'webp' ? image : image.extract({ left: 0, top: 0, width: meta.width, height: meta.height });
+  await pipeline.resize(64, 64, { fit: 'inside', withoutEnlargement: true }).raw().toBuffer();
+}
+
+/** Defence in depth: the decoder libvips picked must be the one the magic bytes named. */
+function checkAgreesWithSniff(sniffed: SniffedType, meta: Metadata): void {
+  if (meta.format !== SHARP_FORMAT[sniffed.format]) {
+    throw new FastImageCacheError(
+      'not_an_image',
+      `magic bytes say ${sniffed.format} but sharp reads ${String(meta.format)}`,
+    );
+  }
+  if (!(meta.width > 0 && meta.height > 0)) {
+    throw new FastImageCacheError('not_an_image', `bad dimensions ${meta.width}x${meta.height}`);
+  }
+}
+
+async function withSharpErrors<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof FastImageCacheError) throw err;
+    const message = err instanceof Error ? err.message : String(err);
+    const code = LIMIT_ERROR.test(message) ? 'too_large' : 'not_an_image';
+    throw new FastImageCacheError(code, `sharp: ${message}`, { cause: err });
+  }
+}

@@ -1,0 +1,92 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Config } from '../config/index.ts';
+import { FastImageCacheError } from '../errors.ts';
+import type { ImageCache } from '../image-cache.ts';
+import type { Logger } from '../log.ts';
+import { indexPage } from './index-page.ts';
+import { decodeSource, parseImagePath } from './image-path.ts';
+import { etagMatches, SECURITY_HEADERS, sendError, sendText } from './responses.ts';
+import { UNSAFE_SIGNATURE, verifySignature } from './signature.ts';
+
+export interface HandlerDeps {
+  imageCache: ImageCache;
+  config: Config;
+  keys: readonly Buffer[];
+  logger: Logger;
+}
+
+/**
+ * The client interface over HTTP: validates the request (signature, options,
+ * source) and hands the source URL to the image cache. Only headers set here
+ * reach the client; nothing from the origin passes through.
+ */
+export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const { imageCache, config, keys, logger } = deps;
+  const index = indexPage(config.requireSignature);
+
+  async function serveImage(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string, log: Logger): Promise<void> {
+    const head = req.method === 'HEAD';
+    const { signature, options, encodedSource } = parseImagePath(pathname);
+
+    const unsafeAllowed = !config.requireSignature && signature === UNSAFE_SIGNATURE;
+    if (!unsafeAllowed && !verifySignature(keys, signature, options, encodedSource)) {
+      throw new FastImageCacheError('bad_signature', 'signature does not match any configured key');
+    }
+    if (options !== '_') throw new FastImageCacheError('bad_options', `unsupported options "${options.slice(0, 64)}"`);
+    // A request carrying our own User-Agent is this proxy fetching from itself.
+    if (req.headers['user-agent'] === config.userAgent) {
+      throw new FastImageCacheError('loop_denied', 'request carries this proxy\'s own User-Agent');
+    }
+    const sourceUrl = decodeSource(encodedSource);
+
+    const image = await imageCache.get(sourceUrl);
+    log.info({ status: image.cacheStatus, size: image.size, type: image.contentType }, 'image served');
+    const headers: Record<string, string | number> = {
+      ...SECURITY_HEADERS,
+      ETag: image.etag,
+      'Cache-Control': `public, max-age=${config.clientMaxAge}`,
+      'X-Cache': image.cacheStatus,
+      'X-Request-Id': requestId,
+    };
+    if (etagMatches(req.headers['if-none-match'], image.etag)) {
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { ...headers, 'Content-Type': image.contentType, 'Content-Length': image.size });
+    res.end(head ? undefined : image.body);
+  }
+
+  return function handle(req, res) {
+    const requestId = randomUUID();
+    const log = logger.child({ reqId: requestId });
+    const head = req.method === 'HEAD';
+    const pathname = (req.url ?? '/').split('?', 1)[0] ?? '/';
+
+    const fail = (err: unknown): void => {
+      const error = sendError(res, err, requestId, head);
+      const fields = { code: error.code, status: error.status, detail: error.detail, method: req.method };
+      if (error.status >= 500) log.error(fields, 'request failed');
+      else log.warn(fields, 'request refused');
+    };
+
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      fail(new FastImageCacheError('method_not_allowed', `method ${req.method ?? ''}`));
+      return;
+    }
+    if (pathname === '/') {
+      sendText(res, 200, index, requestId, head);
+      return;
+    }
+    if (pathname === '/healthz') {
+      sendText(res, 200, 'ok\n', requestId, head);
+      return;
+    }
+    if (pathname.startsWith('/i/')) {
+      serveImage(req, res, pathname, requestId, log).catch(fail);
+      return;
+    }
+    fail(new FastImageCacheError('not_found', `no route for ${pathname.slice(0, 128)}`));
+  };
+}
