@@ -1,6 +1,7 @@
 import { constants, type Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Logger } from '../log.ts';
 import { errnoCode } from './errno.ts';
 
 /** Holds half-written entries; same filesystem as the entries so rename() is atomic. */
@@ -19,7 +20,12 @@ export class CacheDirError extends Error {
 export interface PrepareCacheDirOptions {
   /** Directory served to the public; the cache must not live inside it. */
   publicDir?: string;
+  /** Told when crash leftovers cannot be removed (a read-only directory: the cache then runs uncached). */
+  logger?: Logger;
 }
+
+/** A read-only or full filesystem: start anyway, nothing will be cached. */
+const UNWRITABLE_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
 
 /**
  * Makes `dir` a safe place for cache entries: creates it 0700 if missing and
@@ -47,7 +53,12 @@ export async function prepareCacheDir(dir: string, opts: PrepareCacheDirOptions 
   }
   assertSafeDir(absolute, stat, 'cache directory');
 
-  await resetTmpDir(path.join(absolute, TMP_DIR_NAME));
+  try {
+    await resetTmpDir(path.join(absolute, TMP_DIR_NAME));
+  } catch (err) {
+    if (!UNWRITABLE_CODES.has(errnoCode(err) ?? '')) throw err;
+    opts.logger?.warn({ code: errnoCode(err), dir: absolute }, 'cache directory is not writable; nothing will be cached');
+  }
   return { dir: absolute };
 }
 

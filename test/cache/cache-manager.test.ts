@@ -6,13 +6,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { FastImageCacheError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { CacheManager, type LoadedImage } from '../../src/cache/cache-manager.ts';
+import { CacheManager, type CacheManagerOptions, type CacheRequest, type Loader, type Transform } from '../../src/cache/cache-manager.ts';
 import { cacheKey } from '../../src/cache/cache-key.ts';
 import { FsStorage } from '../../src/storage/fs-storage.ts';
 import { TMP_DIR_NAME } from '../../src/storage/cache-dir.ts';
+import { ProbedStorage } from './lifecycle-helpers.ts';
 
 const scratch: string[] = [];
+const managers: CacheManager[] = [];
 afterEach(async () => {
+  for (const m of managers.splice(0)) await m.close();
   for (const dir of scratch.splice(0)) await fs.rm(dir, { recursive: true, force: true });
 });
 
@@ -43,13 +46,14 @@ function recordingLogger(): { logger: Logger; lines: () => Array<Record<string, 
 function countingLoader(opts: { gate?: Promise<void>; fail?: Error } = {}) {
   const calls: string[] = [];
   const entered = deferred<void>();
-  const loader = async (url: string, options: string): Promise<LoadedImage> => {
+  const loader: Loader = async ({ url }) => {
     calls.push(url);
     entered.resolve();
     if (opts.gate) await opts.gate;
     if (opts.fail) throw opts.fail;
     return {
-      body: Buffer.from(`\x89PNG fake image of ${url} [${options}] call ${calls.length}`),
+      status: 200,
+      body: Buffer.from(`\x89PNG fake image of ${url} call ${calls.length}`),
       contentType: 'image/png',
       origin: { etag: '"origin-tag"', cacheControl: 'max-age=3600' },
     };
@@ -57,15 +61,19 @@ function countingLoader(opts: { gate?: Promise<void>; fail?: Error } = {}) {
   return { loader, calls, entered: entered.promise };
 }
 
-async function setup(loaderOpts: { gate?: Promise<void>; fail?: Error } = {}) {
+async function setup(loaderOpts: { gate?: Promise<void>; fail?: Error } = {}, managerOpts: Partial<CacheManagerOptions> = {}) {
   const base = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-cache-'));
   scratch.push(base);
   const log = recordingLogger();
   const storage = await FsStorage.open({ dir: path.join(base, 'cache'), logger: log.logger });
   const { loader, calls, entered } = countingLoader(loaderOpts);
-  const cache = new CacheManager({ storage, loader, logger: log.logger });
+  const cache = new CacheManager({ storage, loader, logger: log.logger, ...managerOpts });
+  managers.push(cache);
   return { base, storage, cache, calls, entered, log };
 }
+
+/** No memory tier: every lookup reads the disk (for tests about what is on disk). */
+const DISK_ONLY = { memoryCacheBytes: 0 };
 
 /** Entry files in the cache directory (the fan-out tree). */
 async function entryFiles(dir: string): Promise<string[]> {
@@ -79,22 +87,33 @@ async function entryFiles(dir: string): Promise<string[]> {
   return out;
 }
 
+/** A request for the source bytes of `url`. */
+const src = (url: string | URL): CacheRequest => ({ sourceUrl: url, variant: '_' });
+
+/** A transform that tags the source bytes, counting its calls. */
+function taggingTransform(tag: string, calls: string[]): Transform {
+  return async (source) => {
+    calls.push(tag);
+    return { body: Buffer.concat([Buffer.from(`[${tag}]`), source.body]), contentType: 'image/webp' };
+  };
+}
+
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const URL_A = 'https://images.example.com/cat.png?token=s3cr3t-value';
 
 test('MISS then HIT with identical bytes, one loader call', async () => {
   const { cache, calls } = await setup();
-  const first = await cache.get(URL_A);
+  const first = await cache.get(src(URL_A));
   assert.equal(first.status, 'MISS');
   assert.equal(first.contentType, 'image/png');
   assert.equal(first.size, first.body.length);
   assert.equal(first.sha256, sha256(first.body));
   assert.equal(first.etag, `"${first.sha256.slice(0, 32)}"`);
   assert.equal(first.meta.sourceUrl, URL_A);
-  assert.equal(first.meta.options, '_');
+  assert.equal(first.meta.variant, '_');
   assert.deepEqual(first.meta.origin, { etag: '"origin-tag"', cacheControl: 'max-age=3600' });
 
-  const second = await cache.get(URL_A);
+  const second = await cache.get(src(URL_A));
   assert.equal(second.status, 'HIT');
   assert.ok(second.body.equals(first.body));
   assert.equal(second.etag, first.etag);
@@ -107,12 +126,12 @@ test('MISS then HIT with identical bytes, one loader call', async () => {
 
 test('entries survive a restart: a new manager on the same directory hits', async () => {
   const { cache, storage, calls } = await setup();
-  const first = await cache.get(URL_A);
+  const first = await cache.get(src(URL_A));
   await cache.close();
   const reopened = await FsStorage.open({ dir: storage.dir, logger: createLogger('silent') });
   const { loader, calls: newCalls } = countingLoader();
   const again = new CacheManager({ storage: reopened, loader, logger: createLogger('silent') });
-  const hit = await again.get(URL_A);
+  const hit = await again.get(src(URL_A));
   assert.equal(hit.status, 'HIT');
   assert.ok(hit.body.equals(first.body));
   assert.equal(calls.length + newCalls.length, 1);
@@ -121,7 +140,7 @@ test('entries survive a restart: a new manager on the same directory hits', asyn
 test('50 concurrent gets of a cold key: loader runs once, all results byte-identical', async () => {
   const gate = deferred<void>();
   const { cache, calls, entered } = await setup({ gate: gate.promise });
-  const pending = Array.from({ length: 50 }, () => cache.get(URL_A));
+  const pending = Array.from({ length: 50 }, () => cache.get(src(URL_A)));
   await entered; // the loader is running and holding
   gate.resolve();
   const results = await Promise.all(pending);
@@ -133,7 +152,7 @@ test('50 concurrent gets of a cold key: loader runs once, all results byte-ident
     assert.ok(r.body.equals(first.body));
     assert.equal(r.sha256, first.sha256);
   }
-  assert.equal((await cache.get(URL_A)).status, 'HIT');
+  assert.equal((await cache.get(src(URL_A))).status, 'HIT');
   assert.equal(calls.length, 1);
 });
 
@@ -141,7 +160,7 @@ test('a loader error reaches every waiter unchanged and is not cached', async ()
   const gate = deferred<void>();
   const failure = new FastImageCacheError('origin_error', 'origin said 500');
   const { cache, storage, calls, entered } = await setup({ gate: gate.promise, fail: failure });
-  const pending = Array.from({ length: 10 }, () => cache.get(URL_A));
+  const pending = Array.from({ length: 10 }, () => cache.get(src(URL_A)));
   await entered;
   gate.resolve();
   const outcomes = await Promise.allSettled(pending);
@@ -152,15 +171,15 @@ test('a loader error reaches every waiter unchanged and is not cached', async ()
   }
   assert.equal((await storage.stats()).entries, 0);
 
-  await assert.rejects(cache.get(URL_A), failure);
+  await assert.rejects(cache.get(src(URL_A)), failure);
   assert.equal(calls.length, 2, 'the next get calls the loader again');
 });
 
 test('equivalent URLs share one entry', async () => {
   const { cache, calls } = await setup();
-  const a = await cache.get('HTTPS://Images.Example.COM:443/cat.png#whiskers');
-  const b = await cache.get('https://images.example.com/cat.png');
-  const c = await cache.get(new URL('https://IMAGES.example.com/./cat.png'));
+  const a = await cache.get(src('HTTPS://Images.Example.COM:443/cat.png#whiskers'));
+  const b = await cache.get(src('https://images.example.com/cat.png'));
+  const c = await cache.get(src(new URL('https://IMAGES.example.com/./cat.png')));
   assert.equal(a.status, 'MISS');
   assert.equal(b.status, 'HIT');
   assert.equal(c.status, 'HIT');
@@ -169,20 +188,51 @@ test('equivalent URLs share one entry', async () => {
   assert.equal((await cache.stats()).entries, 1);
 });
 
-test('different options are different entries', async () => {
+test('a variant is made from the cached source by its transform alone; purge removes source and variants', async () => {
   const { cache, calls } = await setup();
-  const original = await cache.get(URL_A);
-  const variant = await cache.get(URL_A, 'w_100');
+  const transforms: string[] = [];
+  const original = await cache.get(src(URL_A));
+  const variant = await cache.get({ sourceUrl: URL_A, variant: 'w_100', transform: taggingTransform('w_100', transforms) });
   assert.equal(variant.status, 'MISS');
-  assert.equal(variant.meta.options, 'w_100');
-  assert.ok(!variant.body.equals(original.body));
-  assert.equal(calls.length, 2);
+  assert.equal(variant.meta.variant, 'w_100');
+  assert.equal(variant.contentType, 'image/webp');
+  assert.ok(variant.body.equals(Buffer.concat([Buffer.from('[w_100]'), original.body])), 'made from the cached source bytes');
+  assert.equal(variant.meta.sourceSha256, original.sha256);
+  assert.equal(calls.length, 1, 'no second origin fetch');
+  assert.deepEqual(transforms, ['w_100']);
+  const again = await cache.get({ sourceUrl: URL_A, variant: 'w_100', transform: taggingTransform('w_100', transforms) });
+  assert.equal(again.status, 'HIT');
+  assert.deepEqual(transforms, ['w_100'], 'a variant hit does not transform again');
   assert.equal((await cache.stats()).entries, 2);
+
+  assert.equal(await cache.purge(URL_A), 2);
+  assert.equal((await cache.stats()).entries, 0);
+});
+
+test('five sizes of one cold image: one origin fetch, five transforms, all concurrent', async () => {
+  const gate = deferred<void>();
+  const { cache, calls, entered } = await setup({ gate: gate.promise });
+  const transforms: string[] = [];
+  const sizes = ['w_100', 'w_200', 'w_300', 'w_400', 'w_500'];
+  const pending = sizes.flatMap((v) =>
+    [1, 2, 3].map(() => cache.get({ sourceUrl: URL_A, variant: v, transform: taggingTransform(v, transforms) })),
+  );
+  await entered;
+  gate.resolve();
+  const results = await Promise.all(pending);
+  assert.equal(calls.length, 1);
+  assert.deepEqual([...transforms].sort(), sizes, 'one transform per variant, despite three requests each');
+  for (const r of results) assert.ok(r.body.toString().startsWith(`[${r.meta.variant}]`));
+});
+
+test('a variant request without a transform is a programming error', async () => {
+  const { cache } = await setup();
+  await assert.rejects(cache.get({ sourceUrl: URL_A, variant: 'w_100' }), FastImageCacheError);
 });
 
 test('a stored file altered on disk is not served: warning logged, loader called again, fresh bytes', async () => {
-  const { cache, storage, calls, log } = await setup();
-  const first = await cache.get(URL_A);
+  const { cache, storage, calls, log } = await setup({}, DISK_ONLY);
+  const first = await cache.get(src(URL_A));
   const [file] = await entryFiles(storage.dir);
   assert.ok(file);
   const bytes = await fs.readFile(file);
@@ -190,7 +240,7 @@ test('a stored file altered on disk is not served: warning logged, loader called
   bytes[last] = (bytes[last] ?? 0) ^ 0x01;
   await fs.writeFile(file, bytes);
 
-  const second = await cache.get(URL_A);
+  const second = await cache.get(src(URL_A));
   assert.equal(second.status, 'MISS');
   assert.equal(calls.length, 2);
   assert.ok(!second.body.equals(bytes.subarray(bytes.length - first.size)), 'the altered bytes are not served');
@@ -202,21 +252,21 @@ test('a stored file altered on disk is not served: warning logged, loader called
   assert.equal(warning.cacheKey, cacheKey(URL_A, '_'));
   assert.ok(!log.raw().includes('s3cr3t-value'), 'the URL and its secrets stay out of the log');
 
-  const third = await cache.get(URL_A);
+  const third = await cache.get(src(URL_A));
   assert.equal(third.status, 'HIT');
   assert.ok(third.body.equals(second.body));
 });
 
 test('an intact entry moved under another key is not served', async () => {
-  const { cache, storage, calls } = await setup();
-  await cache.get('https://example.com/a.png');
+  const { cache, storage, calls } = await setup({}, DISK_ONLY);
+  await cache.get(src('https://example.com/a.png'));
   const [fileA] = await entryFiles(storage.dir);
-  await cache.get('https://example.com/b.png');
+  await cache.get(src('https://example.com/b.png'));
   const fileB = (await entryFiles(storage.dir)).find((f) => f !== fileA);
   assert.ok(fileA && fileB);
   await fs.copyFile(fileA, fileB);
 
-  const b = await cache.get('https://example.com/b.png');
+  const b = await cache.get(src('https://example.com/b.png'));
   assert.equal(b.status, 'MISS');
   assert.ok(b.body.toString().includes('https://example.com/b.png'));
   assert.equal(calls.length, 3);
@@ -228,50 +278,88 @@ test('a failing storage write still returns the image (MISS), logs a warning, an
   await fs.rm(tmp, { recursive: true });
   await fs.writeFile(tmp, 'a file where the temp dir should be'); // every write now fails with ENOTDIR
 
-  const first = await cache.get(URL_A);
+  const first = await cache.get(src(URL_A));
   assert.equal(first.status, 'MISS');
   assert.ok(first.body.toString().includes('cat.png'));
   assert.equal(first.sha256, sha256(first.body));
   assert.ok(log.lines().some((l) => /could not store/.test(String(l.msg))));
 
-  const second = await cache.get(URL_A);
+  const second = await cache.get(src(URL_A));
   assert.equal(second.status, 'MISS');
   assert.equal(calls.length, 2);
 });
 
 test('purge removes the entry; purgeAll removes everything', async () => {
   const { cache, calls } = await setup();
-  await cache.get(URL_A);
-  await cache.get('https://example.com/other.png');
+  await cache.get(src(URL_A));
+  await cache.get(src('https://example.com/other.png'));
   assert.equal((await cache.stats()).entries, 2);
 
   assert.equal(await cache.purge('HTTPS://IMAGES.EXAMPLE.COM/cat.png?token=s3cr3t-value#x'), 1);
   assert.equal(await cache.purge(URL_A), 0);
   assert.equal((await cache.stats()).entries, 1);
-  assert.equal((await cache.get(URL_A)).status, 'MISS');
+  assert.equal((await cache.get(src(URL_A))).status, 'MISS');
   assert.equal(calls.length, 3);
 
   await cache.purgeAll();
   const stats = await cache.stats();
   assert.equal(stats.entries, 0);
   assert.equal(stats.bytes, 0);
-  assert.equal((await cache.get('https://example.com/other.png')).status, 'MISS');
+  assert.equal((await cache.get(src('https://example.com/other.png'))).status, 'MISS');
 });
 
 test('a bad URL is refused before the loader or the storage is touched', async () => {
   const { cache, calls } = await setup();
-  await assert.rejects(cache.get('not a url'), (err: unknown) => err instanceof FastImageCacheError && err.code === 'bad_url');
+  await assert.rejects(cache.get(src('not a url')), (err: unknown) => err instanceof FastImageCacheError && err.code === 'bad_url');
   assert.equal(calls.length, 0);
 });
 
 test('close waits for a running load, then refuses new gets', async () => {
   const gate = deferred<void>();
   const { cache, entered } = await setup({ gate: gate.promise });
-  const running = cache.get(URL_A);
+  const running = cache.get(src(URL_A));
   await entered;
   const closing = cache.close();
   gate.resolve();
   await closing;
   assert.equal((await running).status, 'MISS');
-  await assert.rejects(cache.get(URL_A), FastImageCacheError);
+  await assert.rejects(cache.get(src(URL_A)), FastImageCacheError);
+});
+
+test('memory tier: hot hits touch neither the disk nor the loader; it is bounded and purged with its source', async () => {
+  const { storage } = await setup();
+  const probed = new ProbedStorage(storage);
+  const loader: Loader = async ({ url }) => ({ status: 200, body: Buffer.alloc(3000, url.length), contentType: 'image/png', origin: {} });
+  const tiered = new CacheManager({ storage: probed, loader, logger: createLogger('silent'), memoryCacheBytes: 64 * 1024 });
+  managers.push(tiered);
+  await tiered.get(src(URL_A));
+  const readsAfterFill = probed.reads;
+  for (let i = 0; i < 50; i++) assert.equal((await tiered.get(src(URL_A))).status, 'HIT');
+  assert.equal(probed.reads, readsAfterFill, 'no disk read for memory hits');
+  const stats = await tiered.stats();
+  assert.equal(stats.memoryHits, 50);
+  assert.equal(stats.diskHits, 0);
+
+  // Many other images: the tier stays within its budget, and the evicted ones come back from disk.
+  for (let i = 0; i < 40; i++) await tiered.get(src(`https://example.com/fill${i}.png`));
+  assert.ok((await tiered.stats()).memoryBytes <= 64 * 1024);
+  assert.equal((await tiered.get(src(URL_A))).status, 'HIT');
+  assert.ok(probed.reads > readsAfterFill, 'fell back to disk once pushed out of memory');
+
+  await tiered.purge(URL_A);
+  assert.equal((await tiered.get(src(URL_A))).status, 'MISS', 'a purge reaches the memory tier');
+});
+
+test('the namespace (encoder versions, presets) is part of variant keys, not of source keys', async () => {
+  const { storage } = await setup();
+  const loader: Loader = async ({ url }) => ({ status: 200, body: Buffer.from(`bytes of ${url}`), contentType: 'image/png', origin: {} });
+  const transforms: string[] = [];
+  const before = new CacheManager({ storage, loader, logger: createLogger('silent'), namespace: 'presets v1' });
+  managers.push(before);
+  await before.get({ sourceUrl: URL_A, variant: 'thumb', transform: taggingTransform('thumb', transforms) });
+  const after = new CacheManager({ storage, loader, logger: createLogger('silent'), namespace: 'presets v2' });
+  managers.push(after);
+  assert.equal((await after.get(src(URL_A))).status, 'HIT', 'the fetched source is still good');
+  assert.equal((await after.get({ sourceUrl: URL_A, variant: 'thumb', transform: taggingTransform('thumb', transforms) })).status, 'MISS');
+  assert.equal(transforms.length, 2, 'the variant was made again under the new namespace');
 });

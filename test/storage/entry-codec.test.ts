@@ -8,12 +8,15 @@ function sampleEntry(body: Buffer = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2
   return {
     meta: {
       key: 'f'.repeat(64),
+      sourceKey: 'f'.repeat(64),
       sourceUrl: 'https://example.com/cat.png?x=ü',
-      options: '_',
+      variant: '_',
       contentType: 'image/png',
       size: body.length,
       sha256: createHash('sha256').update(body).digest('hex'),
+      sourceSha256: createHash('sha256').update(body).digest('hex'),
       storedAt: 1_700_000_000_000,
+      freshness: { freshUntil: 1_700_000_060_000, staleWhileRevalidateUntil: 1_700_000_120_000, staleIfErrorUntil: 1_700_086_400_000, mustRevalidate: false },
       origin: { etag: '"abc"', lastModified: 'Tue, 14 Nov 2023 22:13:20 GMT', cacheControl: 'max-age=60' },
     },
     body,
@@ -66,7 +69,7 @@ test('garbage, wrong magic and wrong version read as undefined', () => {
   assert.equal(decodeEntry(badVersion), undefined);
 
   const hugeMetaLength = Buffer.from(good);
-  hugeMetaLength.writeUInt32BE(0xffffffff, 6);
+  hugeMetaLength.writeUInt32BE(0xffffffff, ENTRY_HEADER_LENGTH - 4);
   assert.equal(decodeEntry(hugeMetaLength), undefined);
 });
 
@@ -75,7 +78,7 @@ test('metadata that is not JSON, or has the wrong shape, reads as undefined', ()
     const meta = Buffer.from(json, 'utf8');
     const header = encodeEntry(sampleEntry()).subarray(0, ENTRY_HEADER_LENGTH);
     const h = Buffer.from(header);
-    h.writeUInt32BE(meta.length, 6);
+    h.writeUInt32BE(meta.length, ENTRY_HEADER_LENGTH - 4);
     return Buffer.concat([h, meta, body]);
   };
   const meta = sampleEntry(Buffer.alloc(0)).meta;

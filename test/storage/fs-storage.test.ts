@@ -40,22 +40,31 @@ async function openStorage(dir?: string): Promise<FsStorage> {
 
 const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
-function makeEntry(url: string, body: Buffer | string): StoredEntry {
+function makeEntry(url: string, body: Buffer | string, variant = '_'): StoredEntry {
   const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body);
+  const sourceKey = sha256(`key:${url}`);
   return {
     meta: {
-      key: sha256(`key:${url}`),
+      key: variant === '_' ? sourceKey : sha256(`key:${url}:${variant}`),
+      sourceKey,
       sourceUrl: url,
-      options: '_',
+      variant,
       contentType: 'image/png',
       size: bytes.length,
       sha256: sha256(bytes),
+      sourceSha256: sha256(bytes),
       storedAt: Date.now(),
+      freshness: { freshUntil: 1, staleWhileRevalidateUntil: 2, staleIfErrorUntil: 3, mustRevalidate: false },
       origin: { etag: '"o1"' },
     },
     body: bytes,
   };
 }
+
+/** Where `entry` lives in `storage`. */
+const idOf = (storage: FsStorage, entry: StoredEntry) => storage.entryId(entry.meta.sourceKey, entry.meta.key);
+const put = (storage: FsStorage, entry: StoredEntry): Promise<void> => storage.write(idOf(storage, entry), storage.prepare(entry));
+const get = (storage: FsStorage, entry: StoredEntry) => storage.read(idOf(storage, entry));
 
 /** Every path below `root` (files and directories). */
 async function walk(root: string): Promise<string[]> {
@@ -93,9 +102,9 @@ function assertSameEntry(actual: StoredEntry | undefined, expected: StoredEntry)
 test('round trip: what is written reads back identically; unknown keys read as undefined', async () => {
   const storage = await openStorage();
   const entry = makeEntry('https://example.com/a.png', Buffer.from([0, 1, 2, 3, 254, 255]));
-  await storage.write(entry);
-  assertSameEntry(await storage.read(entry.meta.key), entry);
-  assert.equal(await storage.read(sha256('never written')), undefined);
+  await put(storage, entry);
+  assertSameEntry(await get(storage, entry), entry);
+  assert.equal(await storage.read(storage.entryId(sha256('never'), sha256('written'))), undefined);
 });
 
 test('a second write replaces the entry and leaves no temp file', async () => {
@@ -103,9 +112,9 @@ test('a second write replaces the entry and leaves no temp file', async () => {
   const first = makeEntry('https://example.com/a.png', 'first');
   const second = makeEntry('https://example.com/a.png', 'second version');
   assert.equal(second.meta.key, first.meta.key);
-  await storage.write(first);
-  await storage.write(second);
-  assertSameEntry(await storage.read(first.meta.key), second);
+  await put(storage, first);
+  await put(storage, second);
+  assertSameEntry(await get(storage, first), second);
   assert.equal((await entryFiles(storage.dir)).length, 1);
   assert.deepEqual(await tempFilesLeft(storage.dir), []);
 });
@@ -113,9 +122,8 @@ test('a second write replaces the entry and leaves no temp file', async () => {
 test('concurrent writes of one key leave exactly one whole entry', async () => {
   const storage = await openStorage();
   const versions = Array.from({ length: 20 }, (_, i) => makeEntry('https://example.com/c.png', Buffer.alloc(64 * 1024 + i, i)));
-  const key = versions[0]?.meta.key ?? '';
-  await Promise.all(versions.map((v) => storage.write(v)));
-  const got = await storage.read(key);
+  await Promise.all(versions.map((v) => put(storage, v)));
+  const got = await get(storage, versions[0] as StoredEntry);
   assert.ok(got);
   const match = versions.find((v) => v.body.equals(got.body));
   assert.ok(match, 'the stored entry is one of the written versions, whole');
@@ -129,8 +137,8 @@ test('entry files are 0600, fan-out dirs and the cache dir 0700, .secret 0600, e
   let storage: FsStorage;
   try {
     storage = await openStorage(path.join(base, 'cache'));
-    await storage.write(makeEntry('https://example.com/1.png', 'one'));
-    await storage.write(makeEntry('https://example.com/2.png', 'two'));
+    await put(storage, makeEntry('https://example.com/1.png', 'one'));
+    await put(storage, makeEntry('https://example.com/2.png', 'two'));
   } finally {
     process.umask(previous);
   }
@@ -146,23 +154,44 @@ test('entry files are 0600, fan-out dirs and the cache dir 0700, .secret 0600, e
   }
 });
 
-test('layout is ab/cd/<64 hex> and no name reveals the key or the URL', async () => {
+test('layout is <g0g1>/<group>/<item>: variants share their source\'s group, and no name reveals the key or the URL', async () => {
   const storage = await openStorage();
   const url = 'https://example.com/secret-cat.png';
   const entry = makeEntry(url, 'meow');
-  await storage.write(entry);
-  const [file, ...rest] = await entryFiles(storage.dir);
-  assert.ok(file);
-  assert.equal(rest.length, 0);
-  const [l1, l2, name] = path.relative(storage.dir, file).split(path.sep);
-  assert.match(name ?? '', /^[0-9a-f]{64}$/);
-  assert.equal(l1, name?.slice(0, 2));
-  assert.equal(l2, name?.slice(2, 4));
+  const variant = makeEntry(url, 'small meow', 'w_10');
+  await put(storage, entry);
+  await put(storage, variant);
+  const files = (await entryFiles(storage.dir)).map((f) => path.relative(storage.dir, f).split(path.sep));
+  assert.equal(files.length, 2);
+  const [[l1, group, item], [l1b, groupB, itemB]] = files as [string[], string[]];
+  assert.match(group ?? '', /^[0-9a-f]{16}$/);
+  assert.match(item ?? '', /^[0-9a-f]{8}$/);
+  assert.equal(l1, group?.slice(0, 2));
+  assert.equal(groupB, group, 'a variant lives in its source\'s group directory');
+  assert.equal(l1b, l1);
+  assert.notEqual(itemB, item);
+  assert.deepEqual((await storage.listGroup(storage.groupOf(idOf(storage, entry)))).sort(), [idOf(storage, entry), idOf(storage, variant)].sort());
 
-  const forbidden = [entry.meta.key, sha256(entry.meta.key), sha256(url), sha256(Buffer.from(entry.meta.key, 'hex'))];
+  const forbidden = [entry.meta.key, variant.meta.key, sha256(entry.meta.key), sha256(url), sha256(Buffer.from(entry.meta.key, 'hex'))];
   for (const p of await walk(storage.dir)) {
     const base = path.basename(p);
-    for (const f of forbidden) assert.ok(!base.includes(f), `${base} reveals ${f}`);
+    for (const f of forbidden) {
+      for (const part of [f.slice(0, 8), f.slice(-8)]) assert.ok(!base.includes(part), `${base} reveals ${f}`);
+    }
+  }
+
+  assert.deepEqual((await storage.deleteGroup(storage.groupOf(idOf(storage, entry)))).sort(), [idOf(storage, entry), idOf(storage, variant)].sort());
+  assert.deepEqual(await entryFiles(storage.dir), []);
+  assert.deepEqual(await tempFilesLeft(storage.dir), []);
+});
+
+test('malformed ids never become paths', async () => {
+  const storage = await openStorage();
+  const entry = makeEntry('https://example.com/x.png', 'x');
+  for (const id of ['../../etc/passwd', '0123456789abcdef/../../x', '0123456789ABCDEF/01234567', '']) {
+    assert.equal(await storage.read(id), undefined);
+    await assert.rejects(storage.write(id, storage.prepare(entry)), /malformed/);
+    await assert.rejects(storage.delete(id), /malformed/);
   }
 });
 
@@ -171,19 +200,19 @@ test('.secret persists: reopening the directory finds the same files; another di
   const dir = path.join(base, 'cache');
   const entry = makeEntry('https://example.com/p.png', 'persist');
   const first = await openStorage(dir);
-  await first.write(entry);
+  await put(first, entry);
   await first.close();
   const secretBefore = await fs.readFile(path.join(dir, SECRET_FILE_NAME));
   const namesBefore = (await entryFiles(dir)).map((p) => path.relative(dir, p));
 
   const second = await openStorage(dir);
-  assertSameEntry(await second.read(entry.meta.key), entry);
+  assertSameEntry(await get(second, entry), entry);
   assert.ok(secretBefore.equals(await fs.readFile(path.join(dir, SECRET_FILE_NAME))));
-  await second.write(entry);
+  await put(second, entry);
   assert.deepEqual((await entryFiles(dir)).map((p) => path.relative(dir, p)), namesBefore);
 
   const other = await openStorage(path.join(base, 'other'));
-  await other.write(entry);
+  await put(other, entry);
   const otherNames = (await entryFiles(other.dir)).map((p) => path.basename(p));
   assert.notDeepEqual(otherNames, namesBefore.map((p) => path.basename(p)));
 });
@@ -223,28 +252,28 @@ test('a symlinked or damaged .secret is refused', async () => {
 test('write failure: tmp/ replaced by a file → throws ENOTDIR, old entry intact, no temp files', async () => {
   const storage = await openStorage();
   const old = makeEntry('https://example.com/w.png', 'old bytes');
-  await storage.write(old);
+  await put(storage, old);
   const tmp = path.join(storage.dir, TMP_DIR_NAME);
   await fs.rm(tmp, { recursive: true });
   await fs.writeFile(tmp, 'not a directory');
 
-  await assert.rejects(storage.write(makeEntry('https://example.com/w.png', 'new bytes')), { code: 'ENOTDIR' });
-  assertSameEntry(await storage.read(old.meta.key), old);
+  await assert.rejects(put(storage, makeEntry('https://example.com/w.png', 'new bytes')), { code: 'ENOTDIR' });
+  assertSameEntry(await get(storage, old), old);
   assert.deepEqual(await tempFilesLeft(storage.dir), []);
 });
 
 test('write failure: fan-out directory replaced by a file → throws ENOTDIR, no temp files', async () => {
   const storage = await openStorage();
   const entry = makeEntry('https://example.com/f.png', 'fan-out');
-  await storage.write(entry);
+  await put(storage, entry);
   const [file] = await entryFiles(storage.dir);
   assert.ok(file);
   const fanout = path.dirname(path.dirname(file)); // the first level, <dir>/ab
   await fs.rm(fanout, { recursive: true });
   await fs.writeFile(fanout, 'in the way');
 
-  await assert.rejects(storage.write(entry), { code: 'ENOTDIR' });
-  assert.equal(await storage.read(entry.meta.key), undefined);
+  await assert.rejects(put(storage, entry), { code: 'ENOTDIR' });
+  assert.equal(await get(storage, entry), undefined);
   assert.deepEqual(await tempFilesLeft(storage.dir), []);
 });
 
@@ -253,7 +282,7 @@ test('write failure midway (file size limit hit while writing) → throws, old e
   // second write() of the temp file fail with EFBIG after part was written.
   const storage = await openStorage();
   const old = makeEntry('https://example.com/big.png', 'small old entry');
-  await storage.write(old);
+  await put(storage, old);
 
   const storageUrl = new URL('../../src/storage/fs-storage.ts', import.meta.url).href;
   const logUrl = new URL('../../src/log.ts', import.meta.url).href;
@@ -263,7 +292,7 @@ test('write failure midway (file size limit hit while writing) → throws, old e
     const storage = await FsStorage.open({ dir: ${JSON.stringify(storage.dir)}, logger: silentLogger() });
     const body = Buffer.alloc(512 * 1024, 1);
     const meta = { ...${JSON.stringify(old.meta)}, size: body.length, sha256: 'x' };
-    try { await storage.write({ meta, body }); console.log('written'); }
+    try { await storage.write(storage.entryId(meta.sourceKey, meta.key), storage.prepare({ meta, body })); console.log('written'); }
     catch (err) { console.log('failed:' + err.code); }
   `;
   const { stdout } = await promisify(execFile)('bash', [
@@ -273,75 +302,109 @@ test('write failure midway (file size limit hit while writing) → throws, old e
     child,
   ]);
   assert.equal(stdout.trim(), 'failed:EFBIG');
-  assertSameEntry(await storage.read(old.meta.key), old);
+  assertSameEntry(await get(storage, old), old);
   assert.deepEqual(await tempFilesLeft(storage.dir), []);
 });
 
 test('write failure: read-only fan-out directory → throws EACCES, old entry intact, no temp files', { skip: isRoot && 'root ignores directory permissions; the tests above fail writes for real instead' }, async () => {
   const storage = await openStorage();
   const old = makeEntry('https://example.com/ro.png', 'old');
-  await storage.write(old);
+  await put(storage, old);
   const [file] = await entryFiles(storage.dir);
   assert.ok(file);
   await fs.chmod(path.dirname(file), 0o500);
   try {
-    await assert.rejects(storage.write(makeEntry('https://example.com/ro.png', 'new')), { code: 'EACCES' });
+    await assert.rejects(put(storage, makeEntry('https://example.com/ro.png', 'new')), { code: 'EACCES' });
   } finally {
     await fs.chmod(path.dirname(file), 0o700);
   }
-  assertSameEntry(await storage.read(old.meta.key), old);
+  assertSameEntry(await get(storage, old), old);
   assert.deepEqual(await tempFilesLeft(storage.dir), []);
 });
 
 test('garbage, truncated or symlinked entry files read as undefined', async () => {
   const storage = await openStorage();
   const entry = makeEntry('https://example.com/g.png', Buffer.alloc(1000, 9));
-  await storage.write(entry);
+  await put(storage, entry);
   const [file] = await entryFiles(storage.dir);
   assert.ok(file);
   const good = await fs.readFile(file);
 
   await fs.writeFile(file, good.subarray(0, good.length - 1));
-  assert.equal(await storage.read(entry.meta.key), undefined, 'truncated body');
+  assert.equal(await get(storage, entry), undefined, 'truncated body');
   await fs.writeFile(file, good.subarray(0, 7));
-  assert.equal(await storage.read(entry.meta.key), undefined, 'truncated header');
+  assert.equal(await get(storage, entry), undefined, 'truncated header');
   await fs.writeFile(file, 'garbage garbage garbage');
-  assert.equal(await storage.read(entry.meta.key), undefined, 'garbage');
+  assert.equal(await get(storage, entry), undefined, 'garbage');
   await fs.writeFile(file, '');
-  assert.equal(await storage.read(entry.meta.key), undefined, 'empty');
+  assert.equal(await get(storage, entry), undefined, 'empty');
 
   const elsewhere = path.join(path.dirname(storage.dir), 'planted');
   await fs.writeFile(elsewhere, good);
   await fs.unlink(file);
   await fs.symlink(elsewhere, file);
-  assert.equal(await storage.read(entry.meta.key), undefined, 'symlink is not followed');
+  assert.equal(await get(storage, entry), undefined, 'symlink is not followed');
 });
 
 test('delete, stats and clear', async () => {
   const storage = await openStorage();
   assert.deepEqual(await storage.stats(), { entries: 0, bytes: 0 });
+  const before = Date.now();
   const entries = ['a', 'b', 'c'].map((n) => makeEntry(`https://example.com/${n}.png`, `body of ${n}`.repeat(10)));
-  for (const e of entries) await storage.write(e);
+  for (const e of entries) await put(storage, e);
 
   const expectedBytes = entries.reduce((sum, e) => sum + encodeEntry(e).length, 0);
-  assert.deepEqual(await storage.stats(), { entries: 3, bytes: expectedBytes });
+  const { oldestMs, ...three } = await storage.stats();
+  assert.deepEqual(three, { entries: 3, bytes: expectedBytes });
+  assert.ok(oldestMs !== undefined && oldestMs >= before - 1000 && oldestMs <= Date.now() + 1000, 'the oldest entry\'s write time');
 
   const [a, b, c] = entries;
   assert.ok(a && b && c);
-  assert.equal(await storage.delete(a.meta.key), true);
-  assert.equal(await storage.delete(a.meta.key), false);
-  assert.equal(await storage.read(a.meta.key), undefined);
-  assertSameEntry(await storage.read(b.meta.key), b);
-  assert.deepEqual(await storage.stats(), { entries: 2, bytes: expectedBytes - encodeEntry(a).length });
+  assert.equal(await storage.delete(idOf(storage, a)), true);
+  assert.equal(await storage.delete(idOf(storage, a)), false);
+  assert.equal(await get(storage, a), undefined);
+  assertSameEntry(await get(storage, b), b);
+  assert.deepEqual({ ...(await storage.stats()), oldestMs: 0 }, { entries: 2, bytes: expectedBytes - encodeEntry(a).length, oldestMs: 0 });
 
   await storage.clear();
   assert.deepEqual(await storage.stats(), { entries: 0, bytes: 0 });
-  assert.equal(await storage.read(b.meta.key), undefined);
-  assert.equal(await storage.read(c.meta.key), undefined);
+  assert.equal(await get(storage, b), undefined);
+  assert.equal(await get(storage, c), undefined);
   assert.deepEqual(await entryFiles(storage.dir), []);
 
   // The directory stays usable, with the same secret.
-  await storage.write(b);
-  assertSameEntry(await storage.read(b.meta.key), b);
+  await put(storage, b);
+  assertSameEntry(await get(storage, b), b);
   assert.equal((await storage.stats()).entries, 1);
+});
+
+test('entries of the previous layout (ab/cd/<64 hex>) are removed by a scan: they can never be looked up again', async () => {
+  const storage = await openStorage();
+  const legacy = path.join(storage.dir, 'ab', 'cd');
+  await fs.mkdir(legacy, { recursive: true });
+  await fs.writeFile(path.join(legacy, 'ab'.repeat(32)), 'old entry');
+  await put(storage, makeEntry('https://example.com/new.png', 'new'));
+  const { entries } = await storage.stats();
+  assert.equal(entries, 1);
+  await assert.rejects(fs.access(legacy));
+  assert.ok(await get(storage, makeEntry('https://example.com/new.png', 'new')));
+});
+
+test('a reader racing a delete or an overwrite of its entry gets a whole version or nothing, never a mix', async () => {
+  const storage = await openStorage();
+  const versions = [0xaa, 0xbb, 0xcc].map((fill) => makeEntry('https://example.com/race.png', Buffer.alloc(4 * 1024 * 1024, fill)));
+  const id = idOf(storage, versions[0] as StoredEntry);
+  let whole = 0;
+  for (let round = 0; round < 12; round++) {
+    await put(storage, versions[round % 3] as StoredEntry);
+    const reading = storage.read(id);
+    const racing = round % 2 === 0 ? storage.delete(id) : put(storage, versions[(round + 1) % 3] as StoredEntry);
+    const [got] = await Promise.all([reading, racing]);
+    if (got === undefined) continue;
+    const match = versions.find((v) => v.body.equals(got.body));
+    assert.ok(match, `round ${round}: the body read is one whole version`);
+    assert.deepEqual(got.meta, match.meta);
+    whole += 1;
+  }
+  assert.ok(whole > 0);
 });

@@ -1,0 +1,49 @@
+import type { CacheManagerOptions } from './cache/index.ts';
+import { resolveStorageKeys } from './config/storage-keys.ts';
+import type { Config } from './config/index.ts';
+import type { Logger } from './log.ts';
+import { EntryCipher } from './storage/entry-cipher.ts';
+import { FsStorage } from './storage/fs-storage.ts';
+import { RemovalJournal } from './storage/removal-journal.ts';
+import { StatusBoard } from './storage/status-board.ts';
+
+/** The cache lifecycle settings of a config, as CacheManager options (seconds become ms). */
+export function cacheOptionsFrom(config: Config): Pick<
+  CacheManagerOptions,
+  'freshness' | 'negativeTtlMs' | 'maxCacheBytes' | 'maxEntries' | 'memoryCacheBytes'
+> {
+  return {
+    freshness: {
+      minTtlMs: config.minTtl * 1000,
+      maxTtlMs: config.maxTtl * 1000,
+      defaultTtlMs: config.defaultTtl * 1000,
+      staleWhileRevalidateMs: config.staleWhileRevalidate * 1000,
+      staleIfErrorMs: config.staleIfError * 1000,
+      ignoreOriginCacheControl: config.ignoreOriginCacheControl,
+    },
+    negativeTtlMs: config.negativeTtl * 1000,
+    maxCacheBytes: config.maxCacheBytes,
+    maxEntries: config.maxEntries,
+    memoryCacheBytes: config.memoryCacheBytes,
+  };
+}
+
+/** The cache directory of a config, opened (and encrypted at rest when storage keys are set). */
+export async function openCacheStorage(config: Config, logger: Logger): Promise<FsStorage> {
+  const keys = resolveStorageKeys(config);
+  return FsStorage.open({
+    dir: config.cacheDir,
+    logger,
+    ...(config.publicDir === undefined ? {} : { publicDir: config.publicDir }),
+    ...(keys.length === 0 ? {} : { cipher: new EntryCipher(keys) }),
+  });
+}
+
+/** Storage plus the cross-process signals of a cache directory (removal notices, published counters). */
+export async function openCacheDirectory(
+  config: Config,
+  logger: Logger,
+): Promise<Pick<CacheManagerOptions, 'storage' | 'removals' | 'statusBoard'> & { storage: FsStorage }> {
+  const storage = await openCacheStorage(config, logger);
+  return { storage, removals: new RemovalJournal(storage.dir), statusBoard: new StatusBoard(storage.dir) };
+}
