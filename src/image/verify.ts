@@ -7,6 +7,10 @@ import type { ImageFormat, SniffedType, VerifiedImage } from './types.ts';
 export interface VerifyImageOptions {
   /** Formats to accept (default: all that sniffImageType knows). Others are not_an_image. */
   allowedFormats?: readonly ImageFormat[];
+  /** Largest pixel count of one frame, checked from the header before decoding (default: sharp's 268 MP). */
+  maxPixels?: number;
+  /** Most frames (pages) an image may have (default: no limit). Over it: too_large. */
+  maxFrames?: number;
 }
 
 /** What sharp's metadata() calls each format; libheif decodes AVIF, so sharp says 'heif'. */
@@ -33,6 +37,26 @@ const LIMIT_ERROR = /exceeds (?:the )?(?:pixel|channel) limit|security limit exc
  * pixel/channel limits.
  */
 export async function verifyImage(buf: Buffer, opts: VerifyImageOptions = {}): Promise<VerifiedImage> {
+  const { image, sniffed, meta } = await checkHeader(buf, opts);
+  await withSharpErrors(() => decodeAllPixels(image, sniffed.format, meta));
+  checkComplete(buf, sniffed);
+  return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height };
+}
+
+/**
+ * Everything verifyImage checks except decoding the pixels: the type from
+ * the magic bytes, the allowed formats, the header (pixel and frame limits,
+ * the decoder agreeing with the magic bytes) and, for JPEG, that the file is
+ * not cut short. For a source about to be transformed anyway: the transform
+ * decodes it (failing on the same decoder warnings), so it is decoded once.
+ */
+export async function inspectImage(buf: Buffer, opts: VerifyImageOptions = {}): Promise<VerifiedImage> {
+  const { sniffed, meta } = await checkHeader(buf, opts);
+  checkComplete(buf, sniffed);
+  return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height };
+}
+
+async function checkHeader(buf: Buffer, opts: VerifyImageOptions): Promise<{ image: Sharp; sniffed: SniffedType; meta: Metadata }> {
   const sniffed = sniffImageType(buf);
   if (sniffed === undefined) {
     throw new FastImageCacheError('not_an_image', 'magic bytes match no supported image format');
@@ -43,23 +67,35 @@ export async function verifyImage(buf: Buffer, opts: VerifyImageOptions = {}): P
 
   // failOn 'warning' is sharp's default, spelled out because truncation often
   // surfaces only as a decoder warning (libjpeg "premature end of data").
-  const image = sharp(buf, { failOn: 'warning' });
+  const image = sharp(buf, { failOn: 'warning', ...(opts.maxPixels === undefined ? {} : { limitInputPixels: opts.maxPixels }) });
   const meta = await withSharpErrors(() => image.metadata());
   checkAgreesWithSniff(sniffed, meta);
-  await withSharpErrors(() => decodeAllPixels(image, sniffed.format, meta));
+  const frames = meta.pages ?? 1;
+  if (opts.maxFrames !== undefined && frames > opts.maxFrames) {
+    throw new FastImageCacheError('too_large', `${frames} frames, limit ${opts.maxFrames}`);
+  }
+  return { image, sniffed, meta };
+}
 
-  return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height };
+/** Structural completeness the decoder may not notice (see decodeAllPixels). */
+function checkComplete(buf: Buffer, sniffed: SniffedType): void {
+  if (sniffed.format === 'jpeg' && !jpegEndsAfterLastScan(buf)) {
+    throw new FastImageCacheError('not_an_image', 'JPEG has no end-of-image marker after its last scan (truncated)');
+  }
 }
 
 /**
  * Decodes the whole (first) image while allocating only a 64x64 result.
  *
- * Shrink-on-load is switched off, except for WebP, with an identity extract
- * (sharp skips shrink-on-load when a pre-resize extract is set): measured on
- * the corpus, JPEG shrink-on-load left the last rows unread, so files cut in
- * their final 1% (and a lossless JPEG cut at 90%) still "decoded". libwebp
- * decodes the whole frame even when scaling, so WebP keeps the cheap path
- * (16.8 MP WebP: ~70 ms instead of ~280 ms) and still refused all 520
+ * Shrink-on-load is switched off, except for WebP and JPEG, with an identity
+ * extract (sharp skips shrink-on-load when a pre-resize extract is set):
+ * measured on the corpus, JPEG shrink-on-load left the last rows unread, so
+ * files cut in their final 1% (and a lossless JPEG cut at 90%) still
+ * "decoded". A truncated JPEG lacks its end-of-image marker, so
+ * jpegEndsAfterLastScan() refuses those first and JPEG keeps the cheap path
+ * (5 MP: ~10 ms instead of ~55 ms; it is the check of every cold request).
+ * libwebp decodes the whole frame even when scaling, so WebP keeps the cheap
+ * path (16.8 MP WebP: ~70 ms instead of ~280 ms) and still refused all 520
  * truncations tried.
  *
  * No rotate(): orientation does not affect validity, and rotating by 90°
@@ -67,16 +103,29 @@ export async function verifyImage(buf: Buffer, opts: VerifyImageOptions = {}): P
  */
 async function decodeAllPixels(image: Sharp, format: ImageFormat, meta: Metadata): Promise<void> {
   const pipeline =
-    format === 'webp' ? image : image.extract({ left: 0, top: 0, width: meta.width, height: meta.height });
+    format === 'webp' || format === 'jpeg' ? image : image.extract({ left: 0, top: 0, width: meta.width, height: meta.height });
   await pipeline.resize(64, 64, { fit: 'inside', withoutEnlargement: true }).raw().toBuffer();
 }
+
+/**
+ * True when an end-of-image marker (FF D9) follows the last start-of-scan
+ * (FF DA). Entropy-coded data cannot contain FF D9 (0xFF is stuffed), and an
+ * embedded EXIF thumbnail's markers come before the main image's scans, so a
+ * file cut anywhere after its first scan fails this. Bytes after EOI are fine.
+ */
+function jpegEndsAfterLastScan(buf: Buffer): boolean {
+  const lastScan = buf.lastIndexOf(JPEG_SOS);
+  return lastScan >= 0 && buf.lastIndexOf(JPEG_EOI) > lastScan;
+}
+const JPEG_SOS = Buffer.from([0xff, 0xda]);
+const JPEG_EOI = Buffer.from([0xff, 0xd9]);
 
 /** Defence in depth: the decoder libvips picked must be the one the magic bytes named. */
 function checkAgreesWithSniff(sniffed: SniffedType, meta: Metadata): void {
   if (meta.format !== SHARP_FORMAT[sniffed.format]) {
     throw new FastImageCacheError(
       'not_an_image',
-      `magic bytes say ${sniffed.format} but sharp reads ${String(meta.format)}`,
+      `magic bytes say ${sniffed.format} but sharp reads ${meta.format}`,
     );
   }
   if (!(meta.width > 0 && meta.height > 0)) {

@@ -143,6 +143,31 @@ describe('verifyImage', () => {
     }
   });
 
+  test('JPEG takes the cheap shrink-on-load check, and no cut after the first scan gets through', async () => {
+    for (const progressive of [false, true]) {
+      const buf = await noise(1200, 900).jpeg({ quality: 90, progressive }).toBuffer();
+      await verifyImage(Buffer.concat([buf, Buffer.from('trailing bytes after EOI are tolerated')]));
+      const firstScan = buf.indexOf(Buffer.from([0xff, 0xda]));
+      const cuts = [
+        ...Array.from({ length: 12 }, (_, i) => firstScan + Math.floor(((buf.length - firstScan) * (i + 1)) / 13)),
+        ...[2, 20, 200, 1000, 3000].map((k) => buf.length - k), // the last rows only
+      ];
+      for (const cut of cuts) {
+        await assertRefused(verifyImage(buf.subarray(0, cut)), 'not_an_image', `progressive ${progressive}: cut at ${cut} of ${buf.length}`);
+      }
+    }
+  });
+
+  test('an embedded thumbnail\'s end marker does not vouch for a truncated main image', async () => {
+    const main = await noise(800, 600).jpeg().toBuffer();
+    const thumb = await noise(16, 16).jpeg().toBuffer();
+    const payload = Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), thumb]);
+    const app1 = Buffer.concat([Buffer.from([0xff, 0xe1, (payload.length + 2) >> 8, (payload.length + 2) & 0xff]), payload]);
+    const withThumb = Buffer.concat([main.subarray(0, 2), app1, main.subarray(2)]);
+    await verifyImage(withThumb);
+    await assertRefused(verifyImage(withThumb.subarray(0, withThumb.length - 3000)), 'not_an_image');
+  });
+
   test('allowedFormats refuses formats outside the list', async () => {
     const png = await solid(8, 8).png().toBuffer();
     await assertRefused(verifyImage(png, { allowedFormats: ['jpeg', 'webp'] }), 'not_an_image');

@@ -1,0 +1,42 @@
+import type { CacheManager, CacheResult } from './cache/index.ts';
+import { FastImageCacheError } from './errors.ts';
+import type { ImageProcessor, VariantPlan } from './image/processor.ts';
+
+/**
+ * One image request against the cache: the variant made from the cached
+ * source (one origin fetch for many sizes), the source's pixels decoded once
+ * (by the transform, or before passthrough serves it), and a source that turns
+ * out not to decode removed with its variants, so nothing of it stays cached.
+ */
+export async function getImageVariant(
+  cache: CacheManager,
+  images: ImageProcessor,
+  sourceUrl: string | URL,
+  plan: VariantPlan,
+): Promise<CacheResult> {
+  let brokenSource = false;
+  const dropIfBroken = async (err: unknown): Promise<never> => {
+    if (brokenSource) await cache.purge(sourceUrl).catch(() => 0);
+    throw err;
+  };
+  const result = await images
+    .forRequest(plan, () =>
+      cache.get({
+        sourceUrl,
+        variant: plan.id,
+        transform: (source) =>
+          images.transform(source.body, plan, source.meta.sha256).catch((err: unknown) => {
+            brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';
+            throw err;
+          }),
+      }),
+    )
+    .catch(dropIfBroken);
+  if (plan.id === '_') {
+    await images.ensureDecoded(result.body, result.sha256).catch((err: unknown) => {
+      brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';
+      return dropIfBroken(err);
+    });
+  }
+  return result;
+}

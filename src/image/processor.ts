@@ -1,0 +1,199 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
+import { ConfigError, FastImageCacheError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { acceptedFormats, resolveVariant, SOURCE_VARIANT, variantId, type Variant } from './negotiate.ts';
+import { normalizeOptions, type OptionRules, type PresetDefinition } from './options.ts';
+import { sniffImageType } from './sniff.ts';
+import { looksLikeSvg, rasterizeSvg } from './svg.ts';
+import { cleanSource, transformImage, type TransformSettings } from './transform.ts';
+import { defaultTransformConcurrency, TransformQueue } from './transform-queue.ts';
+import type { ImageFormat } from './types.ts';
+import { inspectImage, verifyImage } from './verify.ts';
+
+/** Bump when transform code changes the bytes it makes, so stored variants are made again. */
+const TRANSFORM_VERSION = 1;
+/** Sources known to decode, remembered by SHA-256 (about 100 bytes each). */
+const MAX_DECODED_REMEMBERED = 100_000;
+
+export interface ImageProcessorSettings {
+  presets: Readonly<Record<string, PresetDefinition>>;
+  transforms: {
+    allowAdHoc: boolean;
+    maxWidth: number;
+    maxHeight: number;
+    /** 0: automatic (see defaultTransformConcurrency). */
+    concurrency: number;
+    queueSize: number;
+    timeoutMs: number;
+  };
+  maxSourcePixels: number;
+  maxSourceFrames: number;
+  stripMetadata: boolean;
+  svg: 'refuse' | 'rasterize';
+  inputFormats: readonly ImageFormat[];
+  logger?: Logger | undefined;
+}
+
+/** What to serve for one request: the cache variant id and how to make it. */
+export interface VariantPlan {
+  /** Canonical id; `_` is the source bytes as fetched (no transform needed). */
+  id: string;
+  variant: Variant;
+  /** The choice depended on the Accept header (`f:auto`): the response must say `Vary: Accept`. */
+  varyAccept: boolean;
+}
+
+/**
+ * The image side of the proxy, for the composition root: checks fetched
+ * sources, turns request options into variants, and makes variants. All
+ * decoding runs through one bounded queue.
+ */
+export class ImageProcessor {
+  readonly queue: TransformQueue;
+  /** Changes whenever stored variants would come out differently: the cache namespace. */
+  readonly fingerprint: string;
+  readonly #settings: ImageProcessorSettings;
+  readonly #rules: OptionRules;
+  /** The variant the current request asks for, seen by the loader the cache calls on its behalf. */
+  readonly #request = new AsyncLocalStorage<VariantPlan>();
+  /** SHA-256 of stored sources whose pixels decoded (insertion order: the oldest are forgotten first). */
+  readonly #decoded = new Set<string>();
+
+  constructor(settings: ImageProcessorSettings) {
+    checkPresets(settings);
+    this.#settings = settings;
+    this.#rules = {
+      presets: settings.presets,
+      allowAdHoc: settings.transforms.allowAdHoc,
+      maxWidth: settings.transforms.maxWidth,
+      maxHeight: settings.transforms.maxHeight,
+    };
+    this.queue = new TransformQueue({
+      concurrency: settings.transforms.concurrency || defaultTransformConcurrency(),
+      maxQueue: settings.transforms.queueSize,
+    });
+    // Preset definitions are not part of it: variant ids spell out the expanded preset, so editing one changes its ids.
+    this.fingerprint = createHash('sha256')
+      .update(
+        JSON.stringify({
+          version: TRANSFORM_VERSION,
+          stripMetadata: settings.stripMetadata,
+          maxSourcePixels: settings.maxSourcePixels,
+          sharp: sharp.versions,
+        }),
+      )
+      .digest('hex')
+      .slice(0, 16);
+  }
+
+  /** The variant for request options (the URL's, or the library's object) and the client's Accept header. */
+  plan(options: unknown, accept: string | undefined): VariantPlan {
+    const spec = normalizeOptions(options, this.#rules);
+    const varyAccept = spec.format === 'auto';
+    const variant = resolveVariant(spec, varyAccept ? acceptedFormats(accept) : { avif: false, webp: false });
+    return { id: variantId(variant), variant, varyAccept };
+  }
+
+  /** Runs a cache lookup on behalf of `plan` (prepareSource then knows whether a transform will decode the source). */
+  forRequest<T>(plan: VariantPlan, lookup: () => Promise<T>): Promise<T> {
+    return this.#request.run(plan, lookup);
+  }
+
+  /**
+   * A fetched source, checked: SVG rasterized to PNG (or refused), then the
+   * type from the magic bytes, the input format switches, the pixel and frame
+   * limits from the header, JPEG completeness, and a full decode. Returns what
+   * the cache stores: with stripMetadata, the cleaned image (metadata never
+   * reaches the disk), which is also what passthrough (`_`) serves.
+   *
+   * Fetched for a variant, the pixels are not decoded here: the transform
+   * that follows decodes them anyway, so a cold resize decodes once. Until a
+   * transform or ensureDecoded() has decoded it, passthrough will not serve it.
+   */
+  async prepareSource(body: Buffer): Promise<{ body: Buffer; contentType: string }> {
+    const s = this.#settings;
+    let bytes = body;
+    let allowed = s.inputFormats;
+    if (looksLikeSvg(body)) {
+      if (s.svg !== 'rasterize') throw new FastImageCacheError('not_an_image', 'SVG source refused (svg: refuse)');
+      bytes = await this.queue.run(() => rasterizeSvg(body, { timeoutMs: s.transforms.timeoutMs, maxPixels: s.maxSourcePixels }));
+      allowed = ['png'];
+    }
+    const forVariant = (this.#request.getStore()?.id ?? SOURCE_VARIANT) !== SOURCE_VARIANT;
+    const checks = { allowedFormats: allowed, maxPixels: s.maxSourcePixels, maxFrames: s.maxSourceFrames };
+    return this.queue.run(async () => {
+      const image = forVariant ? await inspectImage(bytes, checks) : await verifyImage(bytes, checks);
+      const stored = s.stripMetadata ? await cleanSource(bytes, this.#transformSettings()) : { body: bytes, contentType: image.mime };
+      if (!forVariant) this.#rememberDecoded(sha256(stored.body));
+      return stored;
+    });
+  }
+
+  /**
+   * Before passthrough serves a stored source: decodes it unless this process
+   * has already seen it decode (checked here, or by a transform). Throws
+   * not_an_image (or too_large) when it does not.
+   */
+  async ensureDecoded(body: Buffer, sha256Hex: string): Promise<void> {
+    if (this.#decoded.has(sha256Hex)) return;
+    const s = this.#settings;
+    await this.queue.run(() => verifyImage(body, { maxPixels: s.maxSourcePixels, maxFrames: s.maxSourceFrames }));
+    this.#rememberDecoded(sha256Hex);
+  }
+
+  #rememberDecoded(sha256Hex: string): void {
+    this.#decoded.delete(sha256Hex);
+    this.#decoded.add(sha256Hex);
+    if (this.#decoded.size > MAX_DECODED_REMEMBERED) {
+      const oldest = this.#decoded.values().next().value;
+      if (oldest !== undefined) this.#decoded.delete(oldest);
+    }
+  }
+
+  #transformSettings(): TransformSettings {
+    const s = this.#settings;
+    return {
+      maxSourcePixels: s.maxSourcePixels,
+      maxSourceFrames: s.maxSourceFrames,
+      stripMetadata: s.stripMetadata,
+      timeoutMs: s.transforms.timeoutMs,
+      logger: s.logger,
+    };
+  }
+
+  /**
+   * Makes a variant from its cached source (whose pixels this decodes, with
+   * the same strictness as verifyImage: a source that fails is not_an_image).
+   */
+  async transform(source: Buffer, plan: VariantPlan, sourceSha256?: string): Promise<{ body: Buffer; contentType: string }> {
+    if (plan.id === SOURCE_VARIANT) throw new FastImageCacheError('internal_error', 'the source variant is not transformed');
+    const format = sniffImageType(source)?.format;
+    // A source cached before its format was switched off is not decoded again.
+    const rasterized = format === 'png' && this.#settings.svg === 'rasterize';
+    if (format !== undefined && !rasterized && !this.#settings.inputFormats.includes(format)) {
+      throw new FastImageCacheError('not_an_image', `format ${format} is not allowed (inputFormats)`);
+    }
+    const made = await this.queue.run(() => transformImage(source, plan.variant, this.#transformSettings()));
+    this.#rememberDecoded(sourceSha256 ?? sha256(source));
+    return { body: made.body, contentType: made.contentType };
+  }
+}
+
+/** Presets must fit the size limits: a preset no request could use is a configuration mistake. */
+function checkPresets(settings: ImageProcessorSettings): void {
+  const { maxWidth, maxHeight } = settings.transforms;
+  for (const [name, preset] of Object.entries(settings.presets)) {
+    if (preset.width !== undefined && preset.width > maxWidth) {
+      throw new ConfigError(`presets.${name}.width`, `${preset.width} is over transforms.maxWidth (${maxWidth})`);
+    }
+    if (preset.height !== undefined && preset.height > maxHeight) {
+      throw new ConfigError(`presets.${name}.height`, `${preset.height} is over transforms.maxHeight (${maxHeight})`);
+    }
+  }
+}
+
+function sha256(body: Buffer): string {
+  return createHash('sha256').update(body).digest('hex');
+}

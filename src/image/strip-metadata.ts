@@ -1,0 +1,196 @@
+import type { ImageFormat } from './types.ts';
+
+/**
+ * Drops metadata without touching pixels: JPEG, PNG, GIF and WebP files are
+ * rebuilt from an allow-list of their segments/chunks/blocks (image data and
+ * rendering essentials), so EXIF (GPS), XMP, IPTC, comments, text chunks,
+ * thumbnails, unknown chunks and bytes after the end of the image are gone,
+ * with no re-encoding loss and no decode.
+ *
+ * Returns undefined when that is not enough and the image must be re-encoded
+ * instead: an ICC profile (colours must be converted to sRGB), an EXIF
+ * orientation other than 1 (`orientation`, as sharp read it, must be applied
+ * to the pixels), CMYK or unusual JPEG codings, AVIF and TIFF, or any
+ * structure the walker does not recognise.
+ */
+export function stripMetadataLosslessly(buf: Buffer, format: ImageFormat, orientation: number | undefined): Buffer | undefined {
+  if (orientation !== undefined && orientation !== 1) return undefined;
+  try {
+    switch (format) {
+      case 'jpeg':
+        return stripJpeg(buf);
+      case 'png':
+        return stripPng(buf);
+      case 'gif':
+        return stripGif(buf);
+      case 'webp':
+        return stripWebp(buf);
+      default:
+        return undefined;
+    }
+  } catch {
+    return undefined; // a read past the end: a file we cannot vouch for is re-encoded
+  }
+}
+
+/** Huffman baseline, extended and progressive: what every browser shows. Lossless, arithmetic and hierarchical are re-encoded. */
+const JPEG_FRAMES_OK: ReadonlySet<number> = new Set([0xc0, 0xc1, 0xc2]);
+/** DHT, DQT, DRI. */
+const JPEG_TABLES: ReadonlySet<number> = new Set([0xc4, 0xdb, 0xdd]);
+
+function stripJpeg(buf: Buffer): Buffer | undefined {
+  if (buf.readUInt16BE(0) !== 0xffd8) return undefined;
+  const kept: Buffer[] = [buf.subarray(0, 2)];
+  let pos = 2;
+  let sawFrame = false;
+  for (;;) {
+    if (buf[pos] !== 0xff) return undefined;
+    while (buf[pos + 1] === 0xff) pos += 1; // fill bytes
+    const marker = buf[pos + 1];
+    if (marker === undefined) return undefined;
+    if (marker === 0xd9) {
+      kept.push(buf.subarray(pos, pos + 2)); // EOI; anything after it is dropped
+      return sawFrame ? Buffer.concat(kept) : undefined;
+    }
+    const length = buf.readUInt16BE(pos + 2);
+    const end = pos + 2 + length;
+    if (length < 2 || end > buf.length) return undefined;
+    const segment = buf.subarray(pos, end);
+    const payload = buf.subarray(pos + 4, end);
+
+    if (JPEG_FRAMES_OK.has(marker)) {
+      const components = payload[5];
+      if (sawFrame || (components !== 1 && components !== 3)) return undefined; // CMYK/YCCK need conversion
+      sawFrame = true;
+      kept.push(segment);
+    } else if (JPEG_TABLES.has(marker)) {
+      kept.push(segment);
+    } else if (marker === 0xda) {
+      if (!sawFrame) return undefined;
+      const next = nextMarkerAfterScan(buf, end);
+      kept.push(buf.subarray(pos, next));
+      pos = next;
+      continue;
+    } else if (marker === 0xe0) {
+      if (isPlainJfif(payload)) kept.push(segment); // else a JFIF/JFXX thumbnail: dropped
+    } else if (marker === 0xee) {
+      if (payload.toString('latin1', 0, 5) === 'Adobe') kept.push(segment); // colour transform flag, not metadata
+    } else if (marker === 0xe2 && payload.toString('latin1', 0, 12) === 'ICC_PROFILE\0') {
+      return undefined; // colours must be converted to sRGB
+    } else if ((marker >= 0xe1 && marker <= 0xef) || marker === 0xfe) {
+      // APP1-APP15 (EXIF, XMP, MPF, IPTC, Ducky…) and COM: dropped
+    } else {
+      return undefined; // other frame types, DNL, anything unexpected
+    }
+    pos = end;
+  }
+}
+
+/** APP0 "JFIF\0" without an embedded thumbnail. */
+function isPlainJfif(payload: Buffer): boolean {
+  return payload.length === 14 && payload.toString('latin1', 0, 5) === 'JFIF\0' && payload[12] === 0 && payload[13] === 0;
+}
+
+/** Position of the first marker after entropy-coded data: 0xFF followed by neither 0x00 (stuffing), 0xFF (fill) nor RSTn. */
+function nextMarkerAfterScan(buf: Buffer, pos: number): number {
+  for (let i = pos; i + 1 < buf.length; i++) {
+    if (buf[i] !== 0xff) continue;
+    const next = buf[i + 1] ?? 0;
+    if (next === 0x00 || next === 0xff || (next >= 0xd0 && next <= 0xd7)) continue;
+    return i;
+  }
+  throw new RangeError('JPEG ends inside a scan');
+}
+
+/** Image data, transparency, rendering hints and APNG frames. iCCP means conversion; text, eXIf, tIME and unknown ancillary chunks are dropped. */
+const PNG_CHUNKS_KEPT: ReadonlySet<string> = new Set([
+  'IHDR', 'PLTE', 'IDAT', 'IEND', 'tRNS', 'sRGB', 'gAMA', 'cHRM', 'sBIT', 'bKGD', 'pHYs', 'acTL', 'fcTL', 'fdAT',
+]);
+
+function stripPng(buf: Buffer): Buffer | undefined {
+  const kept: Buffer[] = [buf.subarray(0, 8)]; // signature, checked by the sniffer
+  let pos = 8;
+  for (;;) {
+    const length = buf.readUInt32BE(pos);
+    const type = buf.toString('latin1', pos + 4, pos + 8);
+    const end = pos + 12 + length;
+    if (end > buf.length) return undefined;
+    if (type === 'iCCP') return undefined;
+    const critical = /^[A-Z]/.test(type);
+    if (PNG_CHUNKS_KEPT.has(type)) kept.push(buf.subarray(pos, end));
+    else if (critical) return undefined; // a critical chunk we do not know: cannot vouch for the file
+    if (type === 'IEND') return Buffer.concat(kept); // bytes after IEND are dropped
+    pos = end;
+  }
+}
+
+function stripGif(buf: Buffer): Buffer | undefined {
+  const flags = buf[10] ?? 0;
+  let pos = 13 + (flags & 0x80 ? 3 * 2 ** ((flags & 0x07) + 1) : 0);
+  const kept: Buffer[] = [buf.subarray(0, pos)]; // header, screen descriptor, global colour table
+  for (;;) {
+    const introducer = buf[pos];
+    if (introducer === 0x3b) {
+      kept.push(buf.subarray(pos, pos + 1)); // trailer; anything after it is dropped
+      return Buffer.concat(kept);
+    }
+    const start = pos;
+    if (introducer === 0x2c) {
+      const local = buf[pos + 9] ?? 0;
+      pos = skipSubBlocks(buf, pos + 10 + (local & 0x80 ? 3 * 2 ** ((local & 0x07) + 1) : 0) + 1);
+      kept.push(buf.subarray(start, pos));
+    } else if (introducer === 0x21) {
+      const label = buf[pos + 1];
+      pos = skipSubBlocks(buf, pos + 2);
+      const id = buf.toString('latin1', start + 3, start + 14);
+      const animation = label === 0xff && buf[start + 2] === 11 && (id === 'NETSCAPE2.0' || id === 'ANIMEXTS1.0');
+      if (label === 0xf9 || animation) kept.push(buf.subarray(start, pos)); // graphic control, loop count
+      // comments, plain text, XMP and other application data: dropped
+    } else {
+      return undefined;
+    }
+  }
+}
+
+function skipSubBlocks(buf: Buffer, pos: number): number {
+  for (;;) {
+    const size = buf[pos];
+    if (size === undefined) throw new RangeError('GIF ends inside a block');
+    pos += 1 + size;
+    if (size === 0) return pos;
+  }
+}
+
+/** Bitstream, alpha and animation chunks. ICCP means conversion; EXIF, XMP and unknown chunks are dropped. */
+const WEBP_CHUNKS_KEPT: ReadonlySet<string> = new Set(['VP8 ', 'VP8L', 'VP8X', 'ALPH', 'ANIM', 'ANMF']);
+/** VP8X flag bits of the EXIF and XMP chunks we drop. */
+const VP8X_EXIF_XMP = 0x08 | 0x04;
+
+function stripWebp(buf: Buffer): Buffer | undefined {
+  const end = 8 + buf.readUInt32LE(4);
+  if (end > buf.length) return undefined; // cut short; bytes after the RIFF container are dropped
+  const kept: Buffer[] = [];
+  let sawImage = false;
+  let pos = 12;
+  while (pos < end) {
+    const type = buf.toString('latin1', pos, pos + 4);
+    const size = buf.readUInt32LE(pos + 4);
+    const next = pos + 8 + size + (size & 1);
+    if (next > end) return undefined;
+    if (type === 'ICCP') return undefined;
+    if (WEBP_CHUNKS_KEPT.has(type)) {
+      if (type === 'VP8 ' || type === 'VP8L' || type === 'ANMF') sawImage = true;
+      const chunk = Buffer.from(buf.subarray(pos, next));
+      if (type === 'VP8X') chunk[8] = (chunk[8] ?? 0) & ~VP8X_EXIF_XMP;
+      kept.push(chunk);
+    }
+    pos = next;
+  }
+  if (!sawImage) return undefined;
+  const body = Buffer.concat(kept);
+  const header = Buffer.alloc(12);
+  header.write('RIFF', 0, 'latin1');
+  header.writeUInt32LE(body.length + 4, 4);
+  header.write('WEBP', 8, 'latin1');
+  return Buffer.concat([header, body]);
+}
