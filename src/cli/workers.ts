@@ -1,0 +1,301 @@
+import cluster, { type Worker } from 'node:cluster';
+import { CacheIndex } from '../cache/cache-index.ts';
+import { openCacheStorage } from '../cache-config.ts';
+import { redactConfig, type Config, type SigningKeys } from '../config/index.ts';
+import { CLUSTER_RESTART_SETTINGS, effectiveAfterReload } from '../config/reload.ts';
+import { createLogger, type Logger } from '../log.ts';
+import { auditedReload, type AdminBackend } from '../server/admin.ts';
+import { AuditLog } from '../server/audit-log.ts';
+import type { RunningServer } from '../server/http-server.ts';
+import { aggregateExposition, Metrics, type MetricSnapshot } from '../server/metrics.ts';
+import { ProxyService, type PurgeTarget, type ReloadOutcome, type ServiceStats } from '../server/proxy-service.ts';
+import { startRateLimitPrimary } from '../server/rate-limit.ts';
+import { IpcRpc } from './ipc-rpc.ts';
+import { cacheIndexHandlers, RemoteCacheIndex } from './remote-cache-index.ts';
+import { auditLogPath, printBanner, startAdminIfConfigured, untilStopSignal, type ServeContext } from './serve-common.ts';
+
+/** A worker that dies within this long of starting counts as crash-looping: its replacement waits longer each time. */
+const QUICK_DEATH_MS = 2_000;
+const MAX_RESPAWN_DELAY_MS = 30_000;
+
+interface WorkerHandle {
+  worker: Worker;
+  rpc: IpcRpc;
+  startedAt: number;
+  /** Resolves with the worker's URL once it listens; rejects if it dies first. */
+  listening: Promise<string>;
+  ready: boolean;
+}
+
+/**
+ * The cluster primary: forks `count` workers that share one port (node:cluster
+ * hands out connections) and one cache directory, replaces any that die, and
+ * owns what must exist once: the rate limit counters, the admin listener, the
+ * audit log, reloads (validated here, then applied by every worker, or by
+ * none) and the metrics sum.
+ */
+export async function runPrimary(ctx: ServeContext, count: number, keys: SigningKeys): Promise<number> {
+  const { logger } = ctx;
+  let config = ctx.config;
+  const metrics = new Metrics({ processMetrics: false });
+  const audit = new AuditLog(auditLogPath(config), logger);
+  const handles = new Map<number, WorkerHandle>();
+  let shuttingDown = false;
+  let quickDeaths = 0;
+  startRateLimitPrimary();
+  // The one index of the cache directory: workers reserve, commit and evict through it over IPC.
+  const storage = await openCacheStorage(config, logger);
+  const index = new CacheIndex({ storage, maxBytes: config.maxCacheBytes, maxEntries: config.maxEntries, logger });
+  void index.rebuild().catch((err: unknown) => { logger.error({ err }, 'cache index rebuild failed'); });
+  const closeIndex = async () => {
+    index.stopRebuild();
+    await storage.close();
+  };
+
+  const readyHandles = () => [...handles.values()].filter((h) => h.ready);
+
+  async function aggregateMetrics(): Promise<{ contentType: string; body: string }> {
+    const snapshots = await Promise.all(readyHandles().map((h) => h.rpc.call<MetricSnapshot>('metrics').catch(() => [])));
+    return aggregateExposition([await metrics.snapshot(), ...snapshots]);
+  }
+
+  function spawn(): WorkerHandle {
+    const worker = cluster.fork();
+    let onListening!: (url: string) => void;
+    let onFailed!: (err: Error) => void;
+    const listening = new Promise<string>((resolve, reject) => {
+      onListening = resolve;
+      onFailed = reject;
+    });
+    listening.catch(() => {}); // observed by whoever awaits it
+    const handle: WorkerHandle = {
+      worker,
+      startedAt: Date.now(),
+      listening,
+      ready: false,
+      rpc: new IpcRpc(worker, {
+        config: () => config,
+        listening: (params) => {
+          handle.ready = true;
+          onListening((params as { url: string }).url);
+          return null;
+        },
+        metrics: () => aggregateMetrics(),
+        ...cacheIndexHandlers(index),
+      }),
+    };
+    worker.on('error', (err) => { logger.warn({ err, worker: worker.id }, 'worker IPC error'); });
+    worker.once('exit', (code, signal) => {
+      handle.rpc.close('worker exited');
+      handles.delete(worker.id);
+      onFailed(new Error(`worker ${worker.id} exited (code ${String(code)}, signal ${signal}) before listening`));
+      // Exit code 0 is a worker's own graceful stop (e.g. Ctrl-C reached the whole process group).
+      if (shuttingDown || code === 0) return;
+      metrics.workerRestarts.inc();
+      quickDeaths = Date.now() - handle.startedAt < QUICK_DEATH_MS ? quickDeaths + 1 : 0;
+      const delay = quickDeaths === 0 ? 0 : Math.min(MAX_RESPAWN_DELAY_MS, 250 * 2 ** quickDeaths);
+      logger.error({ worker: worker.id, pid: worker.process.pid, code, signal, respawnInMs: delay }, 'worker died; starting a replacement');
+      setTimeout(() => {
+        if (!shuttingDown) track(spawn());
+      }, delay).unref();
+    });
+    return handle;
+  }
+
+  function track(handle: WorkerHandle): void {
+    handles.set(handle.worker.id, handle);
+  }
+
+  async function stopWorkers(graceMs: number): Promise<void> {
+    const all = [...handles.values()];
+    const exited = all.map(
+      (h) =>
+        new Promise<void>((resolve) => {
+          if (h.worker.isDead()) resolve();
+          else h.worker.once('exit', () => { resolve(); });
+        }),
+    );
+    for (const h of all) h.rpc.call('shutdown', { graceMs }, graceMs + 5_000).catch(() => {});
+    const deadline = setTimeout(() => {
+      for (const h of all) if (!h.worker.isDead()) h.worker.process.kill('SIGKILL');
+    }, graceMs + 5_000);
+    await Promise.all(exited);
+    clearTimeout(deadline);
+  }
+
+  // Start every worker and wait until all listen; one failing to start fails the start.
+  const initial = Array.from({ length: count }, () => spawn());
+  for (const h of initial) track(h);
+  let url: string;
+  try {
+    const urls = await Promise.all(initial.map((h) => h.listening));
+    url = urls[0] ?? '';
+  } catch (err) {
+    shuttingDown = true;
+    await stopWorkers(0);
+    await closeIndex();
+    throw err;
+  }
+
+  /** Applies a validated config on every worker, or (if one refuses) puts back the old one everywhere. */
+  async function reloadWorkers(loaded: Config): Promise<ReloadOutcome> {
+    const targets = readyHandles();
+    const results = await Promise.all(
+      targets.map((h) =>
+        h.rpc.call<ReloadOutcome>('reload', loaded, 60_000).catch((err: unknown): ReloadOutcome => ({ outcome: 'refused', reason: (err as Error).message })),
+      ),
+    );
+    const refused = results.find((r) => r.outcome === 'refused');
+    if (refused) {
+      const applied = targets.filter((_, i) => results[i]?.outcome === 'applied');
+      await Promise.all(applied.map((h) => h.rpc.call('reload', config, 60_000).catch(() => null)));
+      return refused;
+    }
+    config = effectiveAfterReload(config, loaded, CLUSTER_RESTART_SETTINGS).config;
+    logger.level = config.logLevel;
+    return results[0] ?? { outcome: 'refused', reason: 'no worker is running' };
+  }
+
+  const backend: AdminBackend = {
+    async stats() {
+      const all = await Promise.all(readyHandles().map((h) => h.rpc.call<ServiceStats>('stats')));
+      const sum = (pick: (s: ServiceStats) => number) => all.reduce((n, s) => n + pick(s), 0);
+      const idx = await index.stats();
+      return {
+        workers: all.length,
+        cache: {
+          // The directory as the one index sees it…
+          entries: idx.entries,
+          bytes: idx.bytes,
+          maxBytes: idx.maxBytes,
+          maxEntries: idx.maxEntries,
+          evictions: idx.evictions,
+          evictedBytes: idx.evictedBytes,
+          oldestMs: idx.oldestMs,
+          indexReady: idx.ready,
+          // …and the answers of every worker, summed.
+          hits: sum((s) => s.cache.hits),
+          misses: sum((s) => s.cache.misses),
+          stale: sum((s) => s.cache.stale),
+          revalidated: sum((s) => s.cache.revalidated),
+          negativeHits: sum((s) => s.cache.negativeHits),
+          storeFailures: sum((s) => s.cache.storeFailures),
+          corruptEntries: sum((s) => s.cache.corruptEntries),
+        },
+        unhealthyOrigins: all.flatMap((s) => s.unhealthyOrigins.map((o) => ({ ...o, pid: s.pid }))),
+        perWorker: all,
+      };
+    },
+    async purge(target: PurgeTarget) {
+      // Every worker purges, so none keeps anything of it in memory; files removed by one are gone for all.
+      const results = await Promise.all(readyHandles().map((h) => h.rpc.call<{ removed: number | 'all' }>('purge', target, 60_000)));
+      if ('all' in target) return { removed: 'all' as const };
+      return { removed: Math.max(0, ...results.map((r) => (typeof r.removed === 'number' ? r.removed : 0))) };
+    },
+    config: () => redactConfig(config),
+    async reload() {
+      let loaded: Config;
+      try {
+        loaded = ctx.load();
+      } catch (err) {
+        return { outcome: 'refused', reason: err instanceof Error ? err.message : String(err) };
+      }
+      return reloadWorkers(loaded);
+    },
+    metrics: aggregateMetrics,
+  };
+
+  let admin: RunningServer | undefined;
+  try {
+    admin = await startAdminIfConfigured(ctx, backend, audit, metrics, () => config);
+  } catch (err) {
+    shuttingDown = true;
+    await stopWorkers(0);
+    await closeIndex();
+    throw err;
+  }
+
+  printBanner(ctx, url, keys, [`workers:  ${count} processes`, ...(admin ? [`admin:    ${admin.url} (bearer token)`] : [])]);
+  logger.info({ config: redactConfig(config), url, admin: admin?.url, workers: count }, 'started');
+
+  await untilStopSignal(logger, () => void auditedReload(() => backend.reload(), 'signal:SIGHUP', audit, metrics));
+  shuttingDown = true;
+  await admin?.close(1000);
+  await stopWorkers(config.server.shutdownGraceMs);
+  await closeIndex();
+  await audit.close();
+  logger.info('stopped');
+  logger.flush();
+  return 0;
+}
+
+/**
+ * A cluster worker: asks the primary for the configuration, serves on the
+ * shared port, and answers the primary's calls (reload, stats, purge,
+ * metrics, shutdown). Rate limits are counted in the primary, so N workers
+ * still allow each client one budget.
+ */
+export async function runWorker(): Promise<number> {
+  // Filled in once the primary has sent the configuration; signals may arrive before.
+  const running: { service?: ProxyService; logger?: Logger } = {};
+  const metrics = new Metrics();
+  let stopping: Promise<void> | undefined;
+  let release!: () => void;
+  const stopped = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+
+  const stop = (graceMs?: number): Promise<void> => {
+    stopping ??= (async () => {
+      await running.service?.shutdown(graceMs);
+      running.logger?.flush();
+      release();
+    })();
+    return stopping;
+  };
+
+  const rpc = new IpcRpc(process as unknown as ConstructorParameters<typeof IpcRpc>[0], {
+    reload: (loaded) => running.service?.apply(loaded as Config) ?? { outcome: 'refused', reason: 'worker not started' },
+    stats: () => running.service?.stats(),
+    purge: (target) => running.service?.purge(target as PurgeTarget),
+    metrics: () => metrics.snapshot(),
+    shutdown: async (params) => {
+      await stop((params as { graceMs?: number } | null)?.graceMs);
+      return null;
+    },
+  });
+
+  // Signals reach workers too when sent to the whole process group (Ctrl-C, a closing terminal).
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+  process.on('SIGHUP', () => {}); // reloads are the primary's business
+  // Without a primary there is nobody to answer to: stop.
+  process.on('disconnect', () => void stop(0));
+
+  try {
+    const config = await rpc.call<Config>('config');
+    const logger = createLogger(config.logLevel).child({ worker: cluster.worker?.id });
+    running.logger = logger;
+    const service = await ProxyService.start({
+      config,
+      logger,
+      metrics,
+      rateLimitStore: 'cluster',
+      exposition: async () => rpc.call('metrics'),
+      cacheIndex: new RemoteCacheIndex(rpc, logger),
+      restartSettings: CLUSTER_RESTART_SETTINGS,
+    });
+    running.service = service;
+    await rpc.call('listening', { url: service.url });
+  } catch (err) {
+    // The IPC channel would keep a worker that failed to start alive forever: say why and leave.
+    process.stderr.write(`fastimagecache: worker ${String(cluster.worker?.id)} could not start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+
+  await stopped;
+  rpc.close();
+  // The IPC channel (and the rate limiter's listener on it) would keep this process alive: leave explicitly.
+  process.disconnect?.();
+  process.exit(0);
+}
