@@ -1,0 +1,137 @@
+import type { Logger } from '../log.ts';
+import type { EntryCipher } from '../storage/entry-cipher.ts';
+import type { RedisConnection, RedisHealth } from '../storage/redis/connection.ts';
+import { RedisSharedTier } from '../storage/redis/shared-tier.ts';
+import type { StoredEntry } from '../storage/types.ts';
+import { ClusterSingleFlight } from './cluster-single-flight.ts';
+import { DistributedLock } from './distributed-lock.ts';
+import { PurgeBus, type PurgeMessage } from './purge-bus.ts';
+
+export interface ClusterCacheOptions {
+  connection: RedisConnection;
+  /** Largest body shared through Redis. */
+  maxEntryBytes: number;
+  /** How long Redis keeps a shared entry, ms. */
+  entryTtlMs: number;
+  /** Expiry of the fetch lock, ms (kept alive while its holder works). */
+  lockTtlMs: number;
+  /** Longest a node waits for another node's fetch before fetching itself, ms. */
+  maxWaitMs: number;
+  /** Fallback poll of a waiting node, ms. */
+  pollIntervalMs?: number;
+  /** The disk tier's at-rest cipher, if any: shared entries are sealed with it too. */
+  cipher?: EntryCipher;
+  logger: Logger;
+}
+
+/** What the cache manager lets other nodes do to its local tiers. */
+export interface LocalTierHandlers {
+  /** Removes a source (and its variants), or everything, from this node's memory and disk tiers. */
+  purgeLocal(message: PurgeMessage): Promise<void>;
+  /** Forgets the memory tier: purges sent while this node was not listening were missed. */
+  dropMemoryTier(): void | Promise<void>;
+}
+
+/**
+ * The cluster side of the cache manager when `redis.url` is set: the shared
+ * tier behind the local ones, single-flight across nodes, and purges carried
+ * to every node. Every operation degrades to "local only" when Redis is down
+ * or slow; none of them throws because of Redis.
+ */
+export class ClusterCache {
+  readonly #shared: RedisSharedTier<StoredEntry['meta']>;
+  readonly #flight: ClusterSingleFlight;
+  readonly #bus: PurgeBus;
+  readonly #connection: RedisConnection;
+  readonly #entryTtlMs: number;
+  #handlers: LocalTierHandlers | undefined;
+
+  constructor(opts: ClusterCacheOptions) {
+    this.#connection = opts.connection;
+    this.#entryTtlMs = opts.entryTtlMs;
+    this.#shared = new RedisSharedTier({
+      connection: opts.connection,
+      maxEntryBytes: opts.maxEntryBytes,
+      logger: opts.logger,
+      ...(opts.cipher ? { cipher: opts.cipher } : {}),
+    });
+    this.#flight = new ClusterSingleFlight({
+      connection: opts.connection,
+      lock: new DistributedLock({ connection: opts.connection, ttlMs: opts.lockTtlMs }),
+      pollIntervalMs: opts.pollIntervalMs ?? 200,
+      maxWaitMs: opts.maxWaitMs,
+      logger: opts.logger,
+    });
+    this.#bus = new PurgeBus({
+      connection: opts.connection,
+      logger: opts.logger,
+      onPurge: async (message) => this.#handlers?.purgeLocal(message),
+      onResync: () => this.#handlers?.dropMemoryTier(),
+    });
+  }
+
+  /** Called once by the cache manager that owns the local tiers. */
+  attach(handlers: LocalTierHandlers): void {
+    this.#handlers = handlers;
+  }
+
+  /** An intact entry another node shared under `key`, or undefined. */
+  read(key: string): Promise<StoredEntry | undefined> {
+    return this.#shared.read(key);
+  }
+
+  /**
+   * For a key this node does not have: the entry from the shared tier, or
+   * `produce`d here, at most once for the whole cluster (the others wait and
+   * read what this node shares). `produced` tells whether this node made it;
+   * `shareable` false keeps a produced entry out of Redis.
+   */
+  async fill(
+    key: string,
+    sourceKey: string,
+    produce: () => Promise<{ entry: StoredEntry; shareable: boolean }>,
+  ): Promise<{ entry: StoredEntry; produced: boolean }> {
+    return this.#flight.run<{ entry: StoredEntry; produced: boolean }>(key, {
+      lookup: async () => {
+        const entry = await this.#shared.read(key);
+        return entry === undefined ? undefined : { entry, produced: false };
+      },
+      produce: async () => {
+        // Not shareable: the origin forbade storing it (no-store, private); the others fetch it themselves.
+        const { entry, shareable } = await produce();
+        const shared = shareable && (await this.share(entry, sourceKey)) === 'stored';
+        return { value: { entry, produced: true }, shared };
+      },
+    });
+  }
+
+  /** Puts an entry in the shared tier (e.g. after a revalidation); why not, when it was not stored. */
+  share(entry: StoredEntry, sourceKey: string): Promise<'stored' | 'too_large' | 'unavailable'> {
+    return this.#shared.write(entry, { ttlMs: this.#entryTtlMs, group: sourceKey });
+  }
+
+  /** Removes a source and its variants from the shared tier and tells every other node to drop them. */
+  async purgeSource(sourceKey: string): Promise<void> {
+    await this.#shared.deleteGroup(sourceKey);
+    await this.#bus.publish({ kind: 'source', sourceKey });
+  }
+
+  async purgeAll(): Promise<void> {
+    await this.#shared.clear();
+    await this.#bus.publish({ kind: 'all' });
+  }
+
+  health(): RedisHealth {
+    return this.#connection.health();
+  }
+
+  /** Resolves when every purge received from other nodes so far has been applied here. */
+  idle(): Promise<void> {
+    return this.#bus.idle();
+  }
+
+  async close(): Promise<void> {
+    this.#flight.close();
+    await this.#bus.close();
+  }
+}

@@ -1,0 +1,85 @@
+import { sourceKey } from './cache/cache-key.ts';
+import { ClusterCache } from './cache/cluster-cache.ts';
+import { normalizeSourceUrl } from './cache/normalize-url.ts';
+import { announcePurge } from './cache/purge-bus.ts';
+import type { Config } from './config/index.ts';
+import { resolveRedisUrl } from './config/redis-url.ts';
+import { resolveStorageKeys } from './config/storage-keys.ts';
+import type { Logger } from './log.ts';
+import { EntryCipher } from './storage/entry-cipher.ts';
+import { RedisConnection } from './storage/redis/connection.ts';
+import { RedisSharedTier } from './storage/redis/shared-tier.ts';
+
+/** A node's Redis link and the cluster side of its cache; what `redis.url` turns on. */
+export interface ClusterParts {
+  connection: RedisConnection;
+  cache: ClusterCache;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the Redis link when `redis.url` (or `redis.urlFile`) is set, else
+ * undefined. Never waits for Redis: the node starts and serves while the link
+ * connects in the background.
+ */
+export function openCluster(config: Config, logger: Logger): ClusterParts | undefined {
+  const url = resolveRedisUrl(config);
+  if (url === undefined) return undefined;
+  const connection = new RedisConnection({
+    url,
+    connectTimeoutMs: config.redis.connectTimeoutMs,
+    commandTimeoutMs: config.redis.commandTimeoutMs,
+    keyPrefix: config.redis.keyPrefix,
+    logger: logger.child({ component: 'redis' }),
+  });
+  const storageKeys = resolveStorageKeys(config);
+  const cache = new ClusterCache({
+    connection,
+    maxEntryBytes: config.redis.maxEntryBytes,
+    entryTtlMs: config.redis.entryTtlSeconds * 1000,
+    lockTtlMs: config.redis.lockTtlMs,
+    // The elected node's fetch is bounded by the origin deadline; past it (plus a lock's life), fetch here.
+    maxWaitMs: config.totalTimeoutMs + config.redis.lockTtlMs,
+    logger,
+    ...(storageKeys.length === 0 ? {} : { cipher: new EntryCipher(storageKeys) }),
+  });
+  return {
+    connection,
+    cache,
+    async close() {
+      await cache.close();
+      await connection.close();
+    },
+  };
+}
+
+/**
+ * For `fastimagecache purge` (which works on the cache directory without a
+ * server): removes the source, or everything, from the shared tier and tells
+ * every node. 'off' without Redis; 'unreachable' when Redis did not answer in
+ * time (nodes drop their memory tier when they reconnect, not their disks).
+ */
+export async function purgeAcrossCluster(config: Config, target: { sourceUrl: string } | { all: true }, logger: Logger): Promise<'off' | 'sent' | 'unreachable'> {
+  const url = resolveRedisUrl(config);
+  if (url === undefined) return 'off';
+  const connection = new RedisConnection({
+    url,
+    connectTimeoutMs: config.redis.connectTimeoutMs,
+    commandTimeoutMs: config.redis.commandTimeoutMs,
+    keyPrefix: config.redis.keyPrefix,
+    logger,
+  });
+  try {
+    if (!(await connection.waitUntilUp(config.redis.connectTimeoutMs))) return 'unreachable';
+    const shared = new RedisSharedTier({ connection, maxEntryBytes: config.redis.maxEntryBytes, logger });
+    if ('all' in target) {
+      const cleared = await shared.clear();
+      return cleared && (await announcePurge(connection, { kind: 'all' })) ? 'sent' : 'unreachable';
+    }
+    const key = sourceKey(normalizeSourceUrl(target.sourceUrl));
+    const deleted = await shared.deleteGroup(key);
+    return deleted !== undefined && (await announcePurge(connection, { kind: 'source', sourceKey: key })) ? 'sent' : 'unreachable';
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,246 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { makeImage } from '../helpers/images.ts';
+import { startOrigin, type Origin } from '../helpers/origin.ts';
+import { startProxy, type TestProxy } from '../helpers/proxy.ts';
+import { REDIS_SKIP, startRedis, type RedisServer } from '../helpers/redis.ts';
+import { startService, type TestService } from '../ops/service-helper.ts';
+import { purgeAcrossCluster } from '../../src/cluster-config.ts';
+import { createLogger } from '../../src/log.ts';
+
+/**
+ * Three nodes, each with its own cache directory, sharing one real Redis:
+ * what operators rely on when they put several nodes behind a load balancer.
+ */
+
+const LOCK_TTL_MS = 1_000;
+
+function nodeSettings(redisUrl: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    redis: { url: redisUrl, lockTtlMs: LOCK_TTL_MS, commandTimeoutMs: 300, connectTimeoutMs: 500, keyPrefix: 'cluster-test:' },
+    ...extra,
+  };
+}
+
+/** Resolves once `predicate` holds (checked every 20 ms, bounded). */
+async function eventually(predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 8_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) assert.fail(`not in time: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function sha(buf: Buffer): string {
+  return createHash('sha256').update(buf).digest('hex');
+}
+
+async function fetchImage(url: string): Promise<{ status: number; cache: string | null; sha: string }> {
+  const res = await fetch(url);
+  const body = Buffer.from(await res.arrayBuffer());
+  return { status: res.status, cache: res.headers.get('x-cache'), sha: sha(body) };
+}
+
+function get(node: TestProxy, sourceUrl: string): Promise<{ status: number; cache: string | null; sha: string }> {
+  return fetchImage(node.signedUrl(sourceUrl));
+}
+
+function statesOf(nodes: TestProxy[]): Array<string | undefined> {
+  return nodes.map((n) => n.imageCache.redisHealth()?.state);
+}
+
+/** Answers after `ms`, so concurrent requests really overlap at the origin. */
+function slowImage(origin: Origin, path: string, body: Buffer, ms: number): void {
+  origin.handle(path, (_req, res: ServerResponse) => {
+    setTimeout(() => res.writeHead(200, { 'content-type': 'image/png', 'content-length': body.length }).end(body), ms);
+  });
+}
+
+/** A node in its own process, so the test can kill it the way a crash would. */
+async function startChildNode(settings: Record<string, unknown>): Promise<{ url: string; child: ChildProcess }> {
+  const script = fileURLToPath(new URL('./fixtures/cluster-node.ts', import.meta.url));
+  const child = spawn(process.execPath, [script], {
+    env: { ...process.env, FIC_NODE_SETTINGS: JSON.stringify(settings) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      reject(new Error(`child node did not start: ${out}`));
+    }, 15_000);
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /READY (\S+)/.exec(out);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`child node exited ${String(code)}: ${out}`));
+    });
+  });
+  return { url, child };
+}
+
+describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
+  let redis: RedisServer;
+  let origin: Origin;
+  let png: Buffer;
+  let nodes: TestProxy[] = [];
+  let a: TestProxy;
+  let b: TestProxy;
+  let c: TestProxy;
+  let services: TestService[] = [];
+
+  before(async () => {
+    redis = await startRedis();
+    origin = await startOrigin();
+    png = await makeImage('png', 64, 48);
+    nodes = await Promise.all([0, 1, 2].map(() => startProxy(nodeSettings(redis.url))));
+    [a, b, c] = nodes as [TestProxy, TestProxy, TestProxy];
+    await eventually(() => statesOf(nodes).every((s) => s === 'up'), 'nodes connected');
+  });
+  after(async () => {
+    await Promise.all([...nodes, ...services].map((n) => n.close()));
+    await origin.close();
+    await redis.stop();
+  });
+
+  test('a stampede for one cold image across three nodes makes one origin request', async () => {
+    slowImage(origin, '/stampede.png', png, 300);
+    const source = `${origin.url}/stampede.png`;
+    const results = await Promise.all(nodes.flatMap((n) => Array.from({ length: 5 }, () => get(n, source))));
+    assert.equal(origin.hits('/stampede.png'), 1, '15 requests on 3 nodes, 1 origin request');
+    for (const r of results) {
+      assert.equal(r.status, 200);
+      assert.equal(r.sha, sha(png));
+    }
+  });
+
+  test('an image fetched through node A is served by node B without an origin request', async () => {
+    origin.serve('/shared.png', png, { contentType: 'image/png' });
+    const source = `${origin.url}/shared.png`;
+    const sharedHitsBefore = (await b.imageCache.stats()).sharedHits;
+    assert.equal((await get(a, source)).cache, 'MISS');
+    const fromB = await get(b, source);
+    assert.equal(fromB.status, 200);
+    assert.equal(fromB.cache, 'HIT');
+    assert.equal(fromB.sha, sha(png));
+    assert.equal(origin.hits('/shared.png'), 1);
+    assert.equal((await b.imageCache.stats()).sharedHits, sharedHitsBefore + 1, 'served from the shared tier');
+    assert.equal((await get(b, source)).cache, 'HIT', 'and kept in B’s own tiers');
+    assert.equal((await b.imageCache.stats()).sharedHits, sharedHitsBefore + 1);
+  });
+
+  test('a purge on node B removes the image from A and C (and Redis): every node serves the new bytes', async () => {
+    origin.serve('/purged.png', png, { contentType: 'image/png' });
+    const source = `${origin.url}/purged.png`;
+    for (const n of [a, c]) assert.equal((await get(n, source)).status, 200);
+    assert.equal(origin.hits('/purged.png'), 1);
+
+    const replacement = await makeImage('png', 32, 32);
+    origin.serve('/purged.png', replacement, { contentType: 'image/png' });
+    await b.imageCache.purge(source);
+    // Pub/sub is asynchronous: each node serves the new bytes as soon as the purge has reached it.
+    for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the purged image is gone');
+    assert.equal(origin.hits('/purged.png'), 2);
+  });
+
+  test('`fastimagecache purge` (no server) reaches every node through Redis too', async () => {
+    origin.serve('/cli-purged.png', png, { contentType: 'image/png' });
+    const source = `${origin.url}/cli-purged.png`;
+    for (const n of nodes) assert.equal((await get(n, source)).status, 200);
+    const replacement = await makeImage('png', 24, 24);
+    origin.serve('/cli-purged.png', replacement, { contentType: 'image/png' });
+    assert.equal(await purgeAcrossCluster(a.imageCache.config, { sourceUrl: source }, createLogger('silent')), 'sent');
+    for (const n of nodes) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the CLI purge is applied');
+    assert.equal(origin.hits('/cli-purged.png'), 2);
+  });
+
+  test('a lock holder killed mid-fetch: another node completes the request', async () => {
+    let hung = false;
+    origin.handle('/orphan.png', (_req, res) => {
+      if (!hung) {
+        hung = true; // the first fetch never gets an answer
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'image/png', 'content-length': png.length }).end(png);
+    });
+    const source = `${origin.url}/orphan.png`;
+    const doomed = await startChildNode(nodeSettings(redis.url));
+    try {
+      const path = a.signedUrl(source).slice(a.url.length); // same key on every node
+      const dying = fetch(doomed.url + path).catch(() => 'killed');
+      await eventually(() => origin.hits('/orphan.png') === 1, 'the doomed node is fetching');
+      const started = Date.now();
+      const survivor = get(b, source);
+      await new Promise((r) => setTimeout(r, 100)); // b is waiting on the lock by now
+      doomed.child.kill('SIGKILL');
+      const r = await survivor;
+      assert.equal(r.status, 200);
+      assert.equal(r.sha, sha(png));
+      assert.equal(origin.hits('/orphan.png'), 2);
+      assert.ok(Date.now() - started >= LOCK_TTL_MS / 2, 'b waited for the dead holder’s lock to expire');
+      await dying;
+    } finally {
+      doomed.child.kill('SIGKILL');
+    }
+  });
+
+  test('a per-client rate limit is counted across nodes; /readyz and /metrics report Redis', async () => {
+    // Full servers this time (front door, rate limits, readiness, metrics), sharing the same Redis.
+    services = await Promise.all([0, 1, 2].map(() => startService({ settings: nodeSettings(redis.url, { rateLimit: { perSecond: 3, burst: 0 } }) })));
+    const [s1, s2, s3] = services as [TestService, TestService, TestService];
+    await eventually(() => services.every((s) => s.service.imageCache.redisHealth()?.state === 'up'), 'services connected');
+    origin.serve('/limited.png', png, { contentType: 'image/png' });
+    const source = `${origin.url}/limited.png`;
+    const statuses: number[] = [];
+    for (const s of [s1, s2, s3, s3, s1]) statuses.push((await fetchImage(s.signedUrl(source))).status);
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429], '3 per second per client, whichever node answers');
+
+    const ready = await fetch(`${s1.url}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.equal(((await ready.json()) as { checks: { redis?: string } }).checks.redis, 'up');
+    assert.match((await s1.metrics.exposition()).body, /^fastimagecache_redis_up 1$/m);
+  });
+
+  test('Redis stopped mid-test: every node keeps serving, and all recover when it restarts', async () => {
+    origin.serve('/before.png', png, { contentType: 'image/png' });
+    const warm = `${origin.url}/before.png`;
+    for (const n of nodes) assert.equal((await get(n, warm)).status, 200);
+
+    await redis.stop();
+    await eventually(() => statesOf(nodes).every((s) => s === 'down'), 'nodes see Redis down');
+    const started = Date.now();
+    for (const n of nodes) {
+      const r = await get(n, warm);
+      assert.equal(r.status, 200);
+      assert.equal(r.cache, 'HIT', 'local tiers keep serving');
+    }
+    origin.serve('/during.png', png, { contentType: 'image/png' });
+    for (const n of nodes) assert.equal((await get(n, `${origin.url}/during.png`)).status, 200, 'cold images are fetched locally');
+    assert.ok(Date.now() - started < 3_000, 'no request waited on the dead Redis');
+    const [s1] = services as [TestService];
+    await eventually(() => s1.service.imageCache.redisHealth()?.state === 'down', 'service sees Redis down');
+    const ready = await fetch(`${s1.url}/readyz`);
+    assert.equal(ready.status, 200, 'still ready: it serves from its own tiers');
+    assert.equal(((await ready.json()) as { checks: { redis?: string } }).checks.redis, 'down');
+    assert.match((await s1.metrics.exposition()).body, /^fastimagecache_redis_up 0$/m);
+    // Redis spent this client's budget a moment ago; the local counters, untouched while Redis answered, take over.
+    assert.equal((await fetchImage(s1.signedUrl(warm))).status, 200, 'rate limits fall back to local counters');
+
+    await redis.restart();
+    await eventually(() => statesOf(nodes).every((s) => s === 'up'), 'nodes reconnect');
+    slowImage(origin, '/after.png', png, 200);
+    const after = `${origin.url}/after.png`;
+    const results = await Promise.all(nodes.flatMap((n) => [get(n, after), get(n, after)]));
+    for (const r of results) assert.equal(r.status, 200);
+    assert.equal(origin.hits('/after.png'), 1, 'single-flight across nodes works again');
+  });
+});
