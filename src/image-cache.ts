@@ -1,14 +1,23 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
-import { CacheManager, type CacheStatus, type LoadedImage } from './cache/index.ts';
+import { CacheManager, type CacheManagerStats, type CacheStatus, type Loader } from './cache/index.ts';
+import type { CacheIndexApi } from './cache/cache-index.ts';
 import { loadConfig, resolveSigningKeys, type Config, type LoadConfigOptions, type SigningKeys } from './config/index.ts';
 import { checkSourceUrl, createDownloader, type Downloader, type DownloadPolicy } from './download/index.ts';
-import { FastImageCacheError } from './errors.ts';
-import { verifyImage } from './image/index.ts';
+import { credentialHeadersFor } from './download/origin-credentials.ts';
+import { withResilience, type OriginObserver, type ResilienceSettings } from './download/resilience.ts';
+import { resolveOriginCredentials } from './config/origin-credentials.ts';
+import { ImageProcessor } from './image/processor.ts';
+import { getImageVariant } from './image-request.ts';
+import { formatOptionsSegment, parseOptionsSegment, type ImageOptions } from './image/options.ts';
+import { assertNotExpired } from './server/options.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { createRequestHandler } from './server/handler.ts';
 import { buildImagePath } from './server/signature.ts';
-import { FsStorage } from './storage/index.ts';
+import { cacheOptionsFrom, openCacheDirectory } from './cache-config.ts';
+import { openCluster } from './cluster-config.ts';
+import type { RedisHealth } from './storage/redis/connection.ts';
+import { createSharedRateLimiter, type SharedRateLimiter } from './storage/redis/shared-rate-limiter.ts';
 
 /** What an embedding app may pass: any setting, plus where else to read settings from. */
 export interface ImageCacheOptions extends Omit<LoadConfigOptions, 'overrides' | 'flags'> {
@@ -20,10 +29,19 @@ export interface ImageCacheOptions extends Omit<LoadConfigOptions, 'overrides' |
   config?: Config;
   /** Addresses the embedding server listens on, so sources pointing there are refused as loops. */
   selfEndpoints?: () => ReadonlyArray<{ address: string; port: number }>;
+  /** Told about origin fetches, queues and circuit breakers (the server's metrics). */
+  originObserver?: OriginObserver;
+  /** A cache index owned elsewhere (a cluster primary, over IPC); by default the cache keeps its own. */
+  cacheIndex?: CacheIndexApi;
 }
 
-/** Options of one image request. Transforms come later; today only the original is served. */
-export type ImageRequestOptions = Record<string, never>;
+/**
+ * Options of one image request: the URL's options as an object (`{ width: 300, format: 'webp' }`,
+ * `{ preset: 'thumb' }`), plus the client's Accept header for `format: 'auto'`.
+ */
+export interface ImageRequestOptions extends ImageOptions {
+  accept?: string | undefined;
+}
 
 export interface ImageResult {
   body: Buffer;
@@ -33,16 +51,14 @@ export interface ImageResult {
   /** Strong validator from the content hash, quoted. */
   etag: string;
   cacheStatus: CacheStatus;
+  /** 'Accept' when the format was negotiated from it (`format: 'auto'`): send it as the Vary header. */
+  vary?: 'Accept';
   /** The body as a stream, for piping. */
   stream(): Readable;
 }
 
-export interface CacheStats {
-  entries: number;
-  bytes: number;
-  hits: number;
-  misses: number;
-}
+/** Entries, bytes, limits, hit ratio, evictions, oldest entry… (see CacheManagerStats). */
+export type CacheStats = CacheManagerStats;
 
 export interface ImageCache {
   /** Fetch (once), verify, store and return an image; the same URL policy as the server applies. */
@@ -53,10 +69,14 @@ export interface ImageCache {
   purgeAll(): Promise<void>;
   stats(): Promise<CacheStats>;
   /** A signed `/i/...` path for a source URL, with the first configured key. */
-  sign(sourceUrl: string, options?: string): string;
+  sign(sourceUrl: string, options?: string | ImageOptions): string;
   /** A Node `(req, res)` handler serving `/`, `/healthz` and `/i/...`. */
   handler(): (req: IncomingMessage, res: ServerResponse) => void;
   close(): Promise<void>;
+  /** State of the Redis link (shared tier, locks, purges) when `redis.url` is set; undefined otherwise. */
+  redisHealth(): RedisHealth | undefined;
+  /** Per-client limits counted in Redis across all nodes, when `redis.url` is set (perSecond > 0); undefined otherwise. */
+  sharedRateLimiter(limits: { perSecond: number; burst: number }, name: string): SharedRateLimiter | undefined;
   readonly config: Readonly<Config>;
   readonly signingKeys: Readonly<SigningKeys>;
 }
@@ -75,7 +95,20 @@ export function downloadPolicyFrom(config: Config, selfEndpoints?: DownloadPolic
     headersTimeoutMs: config.headersTimeoutMs,
     totalTimeoutMs: config.totalTimeoutMs,
     userAgent: config.userAgent,
+    originTls: config.originTls,
     ...(selfEndpoints ? { selfEndpoints } : {}),
+  };
+}
+
+/** Origin fetch limits and circuit breaker, from the config. */
+export function resilienceSettingsFrom(config: Config): ResilienceSettings {
+  return {
+    maxConcurrent: config.originLimits.maxConcurrent,
+    maxQueue: config.originLimits.maxQueue,
+    maxConcurrentPerHost: config.originLimits.maxConcurrentPerHost,
+    maxQueuePerHost: config.originLimits.maxQueuePerHost,
+    breakerFailures: config.circuitBreaker.failures,
+    breakerCooldownMs: config.circuitBreaker.cooldownMs,
   };
 }
 
@@ -89,29 +122,49 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
     loadConfig({ configFile: options.configFile, env: options.env, overrides: options.settings ?? {} }).config;
   const logger = options.logger ?? silentLogger();
   const signingKeys = resolveSigningKeys(config);
-  const policy = downloadPolicyFrom(config, options.selfEndpoints);
-
-  const storage = await FsStorage.open({ dir: config.cacheDir, publicDir: config.publicDir, logger });
-  const downloader: Downloader = createDownloader(policy, logger);
-
-  const loader = async (sourceUrl: string): Promise<LoadedImage> => {
-    const fetched = await downloader.fetch({ url: new URL(sourceUrl) });
-    const image = await verifyImage(fetched.body);
-    return { body: fetched.body, contentType: image.mime, origin: fetched.headers };
+  const credentials = resolveOriginCredentials(config, options.env ?? process.env);
+  const policy: DownloadPolicy = {
+    ...downloadPolicyFrom(config, options.selfEndpoints),
+    originHeaders: (url) => credentialHeadersFor(credentials, url),
   };
-  const cache = new CacheManager({ storage, loader, logger });
+
+  const directory = await openCacheDirectory(config, logger);
+  // Several nodes, one cache: on when redis.url is set; connects in the background, never blocks a request.
+  const cluster = openCluster(config, logger);
+  const downloader: Downloader = withResilience(createDownloader(policy, logger), resilienceSettingsFrom(config), {
+    observer: options.originObserver,
+    logger,
+  });
+
+  const images = new ImageProcessor({ ...config, logger });
+  const loader: Loader = async ({ url, conditional }) => {
+    const fetched = await downloader.fetch({ url: new URL(url), ...(conditional ? { conditional } : {}) });
+    if (fetched.status === 304) return { status: 304, origin: fetched.headers };
+    const source = await images.prepareSource(fetched.body);
+    return { status: 200, body: source.body, contentType: source.contentType, origin: fetched.headers };
+  };
+  const cache = new CacheManager({
+    ...directory,
+    ...cacheOptionsFrom(config),
+    ...(options.cacheIndex ? { index: options.cacheIndex } : {}),
+    ...(cluster ? { cluster: cluster.cache } : {}),
+    loader,
+    logger,
+    namespace: images.fingerprint,
+  });
 
   const imageCache: ImageCache = {
     config,
     signingKeys,
-    async get(sourceUrl, requestOptions) {
-      if (requestOptions && Object.keys(requestOptions).length > 0) {
-        throw new FastImageCacheError('bad_options', 'transform options are not supported yet');
-      }
+    async get(sourceUrl, requestOptions = {}) {
+      const { accept, expires, ...transformOptions } = requestOptions;
+      assertNotExpired(expires, Date.now());
+      const plan = images.plan(transformOptions, accept);
       // Policy first: a host denied today is not served from yesterday's cache either.
       const url = checkSourceUrl(sourceUrl, policy);
-      const result = await cache.get(url, '_');
+      const result = await getImageVariant(cache, images, url, plan);
       return {
+        ...(plan.varyAccept ? { vary: 'Accept' as const } : {}),
         body: result.body,
         contentType: result.contentType,
         size: result.size,
@@ -126,14 +179,22 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
     sign(sourceUrl, signOptions = '_') {
       const key = signingKeys.keys[0];
       if (!key) throw new Error('no signing key configured');
-      return buildImagePath(key, sourceUrl, signOptions);
+      // Sign only what the server would accept (throws bad_options naming the key otherwise).
+      const transformOptions = typeof signOptions === 'string' ? parseOptionsSegment(signOptions) : { ...signOptions };
+      delete transformOptions.expires;
+      images.plan(transformOptions, undefined);
+      return buildImagePath(key, sourceUrl, typeof signOptions === 'string' ? signOptions : formatOptionsSegment(signOptions));
     },
     handler() {
       return createRequestHandler({ imageCache, config, keys: signingKeys.keys, logger });
     },
+    redisHealth: () => cluster?.connection.health(),
+    sharedRateLimiter: (limits, name) =>
+      cluster === undefined || limits.perSecond <= 0 ? undefined : createSharedRateLimiter({ connection: cluster.connection, ...limits, name }),
     async close() {
       await downloader.close();
       await cache.close();
+      await cluster?.close();
     },
   };
   return imageCache;

@@ -24,6 +24,13 @@ const REDACT_PATHS = [
   '*.secret',
   'req.headers.authorization',
   'req.headers.cookie',
+  // Per-origin credentials and any header set carried into a log line.
+  'credentials',
+  '*.credentials',
+  'headers.authorization',
+  '*.headers.authorization',
+  'headers.cookie',
+  '*.headers.cookie',
 ];
 
 export function createLogger(level: LogLevel = 'info', destination?: DestinationStream): Logger {

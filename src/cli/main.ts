@@ -1,21 +1,46 @@
+// First import: sizes libuv's thread pool before anything can start it.
+import './threadpool.ts';
 import { ConfigError } from '../errors.ts';
 import { UsageError } from './args.ts';
 import { configCheckCommand } from './config-check.ts';
+import { doctorCommand } from './doctor.ts';
+import { pruneCommand } from './prune.ts';
+import { purgeCommand } from './purge.ts';
 import { serveCommand } from './serve.ts';
 import { signCommand } from './sign.ts';
+import { statsCommand } from './stats.ts';
+import { verifyCommand } from './verify.ts';
+import { versionCommand } from './version.ts';
 
 export const HELP = `fastimagecache: a secure caching proxy for remote images
 
 Usage:
-  fastimagecache serve [--config FILE] [--host H] [--port P] [--cache-dir DIR]
+  fastimagecache serve [--config FILE] [--host H] [--port P] [--cache-dir DIR] [--workers N]
       Start the server (default 127.0.0.1:8080, cache in $XDG_CACHE_HOME/fastimagecache
       or ~/.cache/fastimagecache). On first start without a key, a signing key is
       generated in the state directory (~/.local/state/fastimagecache/signing.key).
+      --workers N runs N processes on one port (default: one per CPU). SIGTERM or
+      SIGINT stops it gracefully; SIGHUP reloads the configuration.
   fastimagecache sign <source-url>... [--options OPTS] [--config FILE]
       Print the signed path /i/{signature}/{options}/{source} for each URL, one per line.
   fastimagecache config check [--config FILE]
       Print the effective configuration as JSON (secrets redacted); exit 1 naming
       the bad setting if any setting is invalid or unknown.
+  fastimagecache doctor [--config FILE] [--json]
+      Check a deployment (directory modes, keys, signing, listeners, origin policy,
+      decoders) and print each finding with its severity and a fix; exit 1 on any high one.
+  fastimagecache version [--json]
+      Print the versions that matter for security: fastimagecache, Node, sharp, libvips
+      and each codec library, undici.
+  fastimagecache stats [--config FILE] [--json]
+      Entries, bytes, limit and oldest entry of the cache directory, and the hit ratio
+      since start of the servers running on it.
+  fastimagecache purge <source-url>... | --all [--config FILE]
+      Remove a source with all its variants (or everything); running servers forget them too.
+  fastimagecache verify [--config FILE] [--json]
+      Re-hash every entry, remove those that do not match, print a summary.
+  fastimagecache prune [--config FILE] [--json]
+      Remove expired entries and enforce maxCacheBytes / maxEntries now.
   fastimagecache help
 
 Settings come from: defaults < config file (YAML or JSON) < FASTIMAGECACHE_* environment < flags.
@@ -33,6 +58,19 @@ export async function main(argv: string[]): Promise<number> {
       case 'config':
         if (rest[0] !== 'check') throw new UsageError('expected: fastimagecache config check');
         return configCheckCommand(rest.slice(1));
+      case 'stats':
+        return await statsCommand(rest);
+      case 'purge':
+        return await purgeCommand(rest);
+      case 'verify':
+        return await verifyCommand(rest);
+      case 'prune':
+        return await pruneCommand(rest);
+      case 'doctor':
+        return doctorCommand(rest);
+      case 'version':
+      case '--version':
+        return await versionCommand(rest);
       case undefined:
       case 'help':
       case '--help':

@@ -1,4 +1,6 @@
 import { loadConfig, resolveSigningKeys } from '../config/index.ts';
+import { FastImageCacheError } from '../errors.ts';
+import { checkOptionsSegment } from '../image/options.ts';
 import { buildImagePath } from '../server/index.ts';
 import { parse, UsageError } from './args.ts';
 
@@ -13,6 +15,12 @@ export function signCommand(argv: string[]): number {
   const key = resolveSigningKeys(config).keys[0];
   if (!key) throw new UsageError('no signing key');
   const options = values.options ?? '_';
+  try {
+    checkOptionsSegment(options, { presets: config.presets, ...config.transforms });
+  } catch (err) {
+    if (err instanceof FastImageCacheError) throw new UsageError(`invalid --options "${options}": ${err.detail ?? err.message}`);
+    throw err;
+  }
   const lines = positionals.map((source) => {
     try {
       new URL(source);

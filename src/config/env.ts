@@ -28,7 +28,7 @@ interface ZodLike {
 /** The base definition of a schema, seen through defaults and optionals. */
 function baseDef(schema: ZodLike): ZodDefLike {
   let def = schema._zod.def;
-  while ((def.type === 'default' || def.type === 'optional' || def.type === 'nullable') && def.innerType) {
+  while ((def.type === 'default' || def.type === 'prefault' || def.type === 'optional' || def.type === 'nullable') && def.innerType) {
     def = def.innerType._zod.def;
   }
   return def;
@@ -118,6 +118,9 @@ export function mergeSettings(...layers: Array<Record<string, unknown>>): Record
   for (const layer of layers) {
     for (const [key, value] of Object.entries(layer)) {
       if (value === undefined) continue;
+      // A parsed file can hold an own "__proto__" key; assigning it would set out's prototype and
+      // smuggle settings (secrets too) past the unknown-key and secrets-from-file checks.
+      if (key === '__proto__') throw new ConfigError(key, 'unknown setting');
       const prev = out[key];
       const bothObjects =
         typeof value === 'object' && value !== null && !Array.isArray(value) && typeof prev === 'object' && prev !== null && !Array.isArray(prev);

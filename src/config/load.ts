@@ -3,8 +3,9 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
-import { ENV_PREFIX, mergeSettings, settingsFromEnv } from './env.ts';
+import { ENV_PREFIX, envNameFor, mergeSettings, settingsFromEnv } from './env.ts';
 import { defaultCacheDir, defaultStateDir } from './paths.ts';
+import { rejectRedisPasswordInFile } from './redis-url.ts';
 import { configSchema, SECRET_SETTINGS, type Config } from './schema.ts';
 
 export interface LoadConfigOptions {
@@ -42,15 +43,26 @@ function readConfigFile(path: string): Record<string, unknown> {
     throw new ConfigError('config', `${path} must hold a mapping of settings`);
   }
   const settings = parsed as Record<string, unknown>;
-  for (const name of Object.keys(settings)) {
-    if (SECRET_SETTINGS.has(name)) {
+  for (const name of SECRET_SETTINGS) {
+    if (valueAt(settings, name) !== undefined) {
       throw new ConfigError(
         name,
-        `secrets may not be written in a config file; set ${ENV_PREFIX}KEY or point keyFile at a file readable only by its owner`,
+        `secrets may not be written in a config file; set ${envNameFor(name)} or point ${name}File at a file readable only by its owner`,
       );
     }
   }
+  rejectRedisPasswordInFile(settings);
   return settings;
+}
+
+/** The value at a dotted setting path (`admin.token`), if any. */
+function valueAt(settings: Record<string, unknown>, dotted: string): unknown {
+  let node: unknown = settings;
+  for (const part of dotted.split('.')) {
+    if (typeof node !== 'object' || node === null || Array.isArray(node)) return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return node;
 }
 
 function firstIssue(error: z.ZodError): ConfigError {
@@ -84,5 +96,9 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   config.stateDir = resolve(config.stateDir);
   if (config.publicDir) config.publicDir = resolve(config.publicDir);
   if (config.keyFile) config.keyFile = resolve(config.keyFile);
+  if (config.storageKeyFile) config.storageKeyFile = resolve(config.storageKeyFile);
+  if (config.admin.tokenFile) config.admin.tokenFile = resolve(config.admin.tokenFile);
+  if (config.auditLog) config.auditLog = resolve(config.auditLog);
+  if (config.redis.urlFile) config.redis.urlFile = resolve(config.redis.urlFile);
   return { config, configFile };
 }

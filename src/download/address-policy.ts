@@ -87,9 +87,26 @@ interface EmbeddedIPv4 {
   alsoCheckIPv6: boolean;
 }
 
-function embeddedIPv4(addr: IPv6): EmbeddedIPv4 | null {
-  const b = addr.toByteArray();
+/** The IPv4 address carried by an ISATAP interface identifier (0000:5efe or 0200:5efe, u/g bits may vary). */
+function isatapIPv4(addr: IPv6): IPv4 | null {
   const w = addr.parts;
+  return ((w[4] ?? 0) & 0xfcff) === 0 && w[5] === 0x5efe ? v4(addr.toByteArray(), 12, 13, 14, 15) : null;
+}
+
+/**
+ * Every IPv4 address an IPv6 one carries. A prefix form (6to4, Teredo,
+ * NAT64) may also end in an ISATAP interface identifier: both are checked.
+ */
+function embeddedIPv4(addr: IPv6): EmbeddedIPv4 | null {
+  const byPrefix = prefixEmbeddedIPv4(addr);
+  const isatap = isatapIPv4(addr);
+  if (!isatap) return byPrefix;
+  if (!byPrefix) return { form: 'ISATAP', addresses: [isatap], alsoCheckIPv6: true };
+  return { ...byPrefix, form: `${byPrefix.form} with an ISATAP interface id`, addresses: [...byPrefix.addresses, isatap] };
+}
+
+function prefixEmbeddedIPv4(addr: IPv6): EmbeddedIPv4 | null {
+  const b = addr.toByteArray();
   if (addr.match(IPV4_MAPPED)) return { form: 'IPv4-mapped', addresses: [v4(b, 12, 13, 14, 15)], alsoCheckIPv6: false };
   // :: and ::1 are their own IPv6 classes, not IPv4-compatible 0.0.0.0/0.0.0.1.
   if (addr.match(IPV4_COMPATIBLE) && !addr.match(ipaddr.parseCIDR('::/127'))) {
@@ -109,10 +126,6 @@ function embeddedIPv4(addr: IPv6): EmbeddedIPv4 | null {
   if (addr.match(TEREDO)) {
     const client = new ipaddr.IPv4([12, 13, 14, 15].map((i) => (b[i] ?? 0) ^ 0xff));
     return { form: 'Teredo', addresses: [client, v4(b, 4, 5, 6, 7)], alsoCheckIPv6: false };
-  }
-  // ISATAP interface identifier: 0000:5efe or 0200:5efe (u/g bits may vary) then the IPv4.
-  if (((w[4] ?? 0) & 0xfcff) === 0 && w[5] === 0x5efe) {
-    return { form: 'ISATAP', addresses: [v4(b, 12, 13, 14, 15)], alsoCheckIPv6: true };
   }
   return null;
 }

@@ -2,6 +2,7 @@ import { Agent, errors as undiciErrors } from 'undici';
 import { FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createGuardedConnector } from './guarded-connector.ts';
+import { loadOriginTls } from './tls-options.ts';
 import { checkSourceUrl } from './url-policy.ts';
 import type { Downloader, DownloadPolicy, FetchRequest, FetchResult, OriginHeaders } from './types.ts';
 
@@ -81,10 +82,11 @@ function discard(body: { on(event: 'error', listener: () => void): unknown; dest
 }
 
 export function createDownloader(policy: DownloadPolicy, logger: Logger): Downloader {
+  const originTls = policy.originTls ? loadOriginTls(policy.originTls, logger) : undefined;
   // Our own Agent: the global dispatcher (and any proxy it may take from the
   // environment) is never used, so HTTP_PROXY and friends cannot reroute us.
   const agent = new Agent({
-    connect: createGuardedConnector({ policy, logger }),
+    connect: createGuardedConnector({ policy, logger, tls: originTls }),
     headersTimeout: policy.headersTimeoutMs,
     bodyTimeout: policy.totalTimeoutMs,
   });
@@ -114,15 +116,16 @@ export function createDownloader(policy: DownloadPolicy, logger: Logger): Downlo
     const headers = requestHeaders(policy, req);
 
     for (let redirects = 0; ; redirects++) {
+      // Credentials are chosen per hop for this hop's host: a redirect elsewhere never carries them.
       const response = await agent.request({
         origin: url.origin,
         path: `${url.pathname}${url.search}`,
         method: 'GET',
-        headers,
+        headers: { ...(policy.originHeaders?.(url) ?? {}), ...headers },
         signal,
       });
       const { statusCode, body } = response;
-      const resHeaders = response.headers as ResponseHeaders;
+      const resHeaders: ResponseHeaders = response.headers;
 
       if (REDIRECT_STATUSES.has(statusCode)) {
         discard(body);
@@ -175,7 +178,9 @@ export function createDownloader(policy: DownloadPolicy, logger: Logger): Downlo
 
   async function fetch(req: FetchRequest): Promise<FetchResult> {
     const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(new FastImageCacheError('origin_timeout', 'total deadline')), policy.totalTimeoutMs);
+    const timer = setTimeout(() => {
+      deadline.abort(new FastImageCacheError('origin_timeout', 'total deadline'));
+    }, policy.totalTimeoutMs);
     const signal = req.signal ? AbortSignal.any([deadline.signal, req.signal]) : deadline.signal;
     try {
       return await fetchWithin(req, signal);

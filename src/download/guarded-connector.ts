@@ -6,6 +6,7 @@ import ipaddr from 'ipaddr.js';
 import { buildConnector } from 'undici';
 import { FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { OriginTls } from './tls-options.ts';
 import { addressPolicyFor } from './url-policy.ts';
 import type { DownloadPolicy } from './types.ts';
 
@@ -25,6 +26,8 @@ export interface GuardedConnectorOptions {
   logger?: Logger;
   /** The system resolver unless given; injectable so tests can play a rebinding DNS server. */
   resolve?: Resolver;
+  /** Per-origin TLS (extra CA, SPKI pins); default verification for hosts it does not name. */
+  tls?: OriginTls | undefined;
 }
 
 const systemResolve: Resolver = (hostname) => dns.promises.lookup(hostname, { all: true, order: 'verbatim' });
@@ -81,9 +84,13 @@ function isSelfEndpoint(
 function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new FastImageCacheError('origin_timeout', `${what} timed out after ${ms} ms`)), ms);
+    timer = setTimeout(() => {
+      reject(new FastImageCacheError('origin_timeout', `${what} timed out after ${ms} ms`));
+    }, ms);
   });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+  return Promise.race([work, timeout]).finally(() => {
+    clearTimeout(timer);
+  });
 }
 
 /**
@@ -119,7 +126,21 @@ export function createGuardedConnector(options: GuardedConnectorOptions): buildC
   };
 
   // HTTP/1.1 only (no h2 via ALPN): one well-understood framing for the size and time limits.
-  const base = buildConnector({ timeout: options.policy.connectTimeoutMs, lookup: checkedLookup, allowH2: false });
+  const baseOptions = { timeout: options.policy.connectTimeoutMs, lookup: checkedLookup, allowH2: false };
+  const base = buildConnector(baseOptions);
+  const tlsConnectors = new Map<string, buildConnector.connector>();
+
+  /** The connector for a host: the base one, or one carrying that origin's TLS profile. */
+  function connectorFor(hostname: string, protocol: string): buildConnector.connector {
+    const profile = protocol === 'https:' ? options.tls?.profileFor(hostname) : undefined;
+    if (!profile) return base;
+    let connector = tlsConnectors.get(profile.pattern);
+    if (!connector) {
+      connector = buildConnector({ ...baseOptions, ...profile.options });
+      tlsConnectors.set(profile.pattern, connector);
+    }
+    return connector;
+  }
 
   async function checkTarget(hostname: string, port: number): Promise<ResolvedAddress[]> {
     const family = net.isIP(hostname);
@@ -163,7 +184,9 @@ export function createGuardedConnector(options: GuardedConnectorOptions): buildC
     checkTarget(hostname, port).then(
       (addresses) => {
         // IP literals never reach the lookup hook: net connects to them directly.
-        current.run({ hostname, addresses }, () => base(connectOptions, callback));
+        current.run({ hostname, addresses }, () => {
+          connectorFor(hostname, connectOptions.protocol)(connectOptions, callback);
+        });
       },
       (err: unknown) => {
         logger?.debug({ host: hostname, port, err }, 'connection refused by address guard');

@@ -4,4 +4,5 @@ export { checkSourceUrl, hostMatches, matchesAnyHost, normalizeHost, MAX_URL_LEN
 export { createGuardedConnector } from './guarded-connector.ts';
 export type { GuardedConnectorOptions, Resolver, ResolvedAddress } from './guarded-connector.ts';
 export { createDownloader } from './downloader.ts';
+export { loadOriginTls, spkiPin, type OriginTls, type OriginTlsConfig, type OriginTlsSettings } from './tls-options.ts';
 export type { Downloader, DownloadPolicy, FetchRequest, FetchResult, OriginHeaders } from './types.ts';

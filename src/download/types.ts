@@ -1,3 +1,5 @@
+import type { OriginTlsConfig } from './tls-options.ts';
+
 /** What the Download Manager needs to know; mapped from the config by the composition root. */
 export interface DownloadPolicy {
   /** Allow plain http:// origins (https only otherwise). */
@@ -22,8 +24,12 @@ export interface DownloadPolicy {
   /** Deadline for the whole fetch, body included. */
   totalTimeoutMs: number;
   userAgent: string;
+  /** Per-origin-host TLS: extra CA bundle and SPKI pins (files are read when the downloader is created). */
+  originTls?: OriginTlsConfig;
   /** Addresses this proxy itself listens on; connecting to one is a request loop. */
   selfEndpoints?: () => ReadonlyArray<{ address: string; port: number }>;
+  /** Extra headers (per-origin credentials) for a request to exactly this URL's host; asked again at every redirect hop. */
+  originHeaders?: (url: URL) => Readonly<Record<string, string>>;
 }
 
 /** The origin response headers that matter to caching; nothing else is kept. */

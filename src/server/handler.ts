@@ -4,7 +4,9 @@ import type { Config } from '../config/index.ts';
 import { FastImageCacheError } from '../errors.ts';
 import type { ImageCache } from '../image-cache.ts';
 import type { Logger } from '../log.ts';
+import { parseOptionsSegment } from '../image/options.ts';
 import { indexPage } from './index-page.ts';
+import { assertNotExpired } from './options.ts';
 import { decodeSource, parseImagePath } from './image-path.ts';
 import { etagMatches, SECURITY_HEADERS, sendError, sendText } from './responses.ts';
 import { UNSAFE_SIGNATURE, verifySignature } from './signature.ts';
@@ -14,6 +16,8 @@ export interface HandlerDeps {
   config: Config;
   keys: readonly Buffer[];
   logger: Logger;
+  /** The clock for `exp:` (ms since epoch); injectable for tests. */
+  now?: () => number;
 }
 
 /**
@@ -33,14 +37,16 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
     if (!unsafeAllowed && !verifySignature(keys, signature, options, encodedSource)) {
       throw new FastImageCacheError('bad_signature', 'signature does not match any configured key');
     }
-    if (options !== '_') throw new FastImageCacheError('bad_options', `unsupported options "${options.slice(0, 64)}"`);
+    // Verified as sent, then parsed: bad_options names the key, exp: past is 410.
+    const requested = parseOptionsSegment(options);
+    assertNotExpired(requested.expires, (deps.now ?? Date.now)());
     // A request carrying our own User-Agent is this proxy fetching from itself.
     if (req.headers['user-agent'] === config.userAgent) {
       throw new FastImageCacheError('loop_denied', 'request carries this proxy\'s own User-Agent');
     }
     const sourceUrl = decodeSource(encodedSource);
 
-    const image = await imageCache.get(sourceUrl);
+    const image = await imageCache.get(sourceUrl, { ...requested, accept: req.headers.accept });
     log.info({ status: image.cacheStatus, size: image.size, type: image.contentType }, 'image served');
     const headers: Record<string, string | number> = {
       ...SECURITY_HEADERS,
@@ -48,6 +54,7 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
       'Cache-Control': `public, max-age=${config.clientMaxAge}`,
       'X-Cache': image.cacheStatus,
       'X-Request-Id': requestId,
+      ...(image.vary ? { Vary: image.vary } : {}),
     };
     if (etagMatches(req.headers['if-none-match'], image.etag)) {
       res.writeHead(304, headers);

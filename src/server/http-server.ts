@@ -1,29 +1,69 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ImageCache } from '../image-cache.ts';
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 export interface RunningServer {
   server: Server;
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;
   address: AddressInfo;
-  /** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes idle sockets. */
+  /** Applies new timeouts to connections accepted from now on (maxHeaderBytes needs a restart). */
+  applyLimits(limits: Partial<ServerLimits>): void;
+  /** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes every connection. */
   close(graceMs?: number): Promise<void>;
 }
 
 /** Limits on the listening side so slow or oversized requests cannot pin the server. */
-const SERVER_LIMITS = {
-  headersTimeout: 10_000,
-  requestTimeout: 60_000,
-  keepAliveTimeout: 5_000,
-  maxHeaderSize: 16 * 1024,
-} as const;
+export interface ServerLimits {
+  /** Time for a client to send the request headers, ms. */
+  headersTimeoutMs: number;
+  /** Time for a client to send the whole request, ms; also the socket inactivity limit. */
+  requestTimeoutMs: number;
+  /** How long an idle keep-alive connection stays open, ms. */
+  idleTimeoutMs: number;
+  /** Largest request line plus headers, bytes (node answers 431 above it). */
+  maxHeaderBytes: number;
+}
 
-export async function startServer(imageCache: ImageCache, host: string, port: number): Promise<RunningServer> {
-  const server = createServer({ maxHeaderSize: SERVER_LIMITS.maxHeaderSize }, imageCache.handler());
-  server.headersTimeout = SERVER_LIMITS.headersTimeout;
-  server.requestTimeout = SERVER_LIMITS.requestTimeout;
-  server.keepAliveTimeout = SERVER_LIMITS.keepAliveTimeout;
+export const DEFAULT_SERVER_LIMITS: Readonly<ServerLimits> = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  idleTimeoutMs: 5_000,
+  maxHeaderBytes: 16 * 1024,
+};
+
+function setTimeouts(server: Server, limits: ServerLimits): void {
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.idleTimeoutMs;
+  // A client that stops reading (or sending) mid-request is dropped, not kept forever.
+  server.timeout = limits.requestTimeoutMs;
+}
+
+/**
+ * Listens on host:port with `handler` (or an ImageCache's handler). Used for
+ * the main listener and the admin listener alike.
+ */
+export async function startServer(
+  handlerOrCache: ImageCache | Handler,
+  host: string,
+  port: number,
+  limits: Partial<ServerLimits> = {},
+): Promise<RunningServer> {
+  const handler = typeof handlerOrCache === 'function' ? handlerOrCache : handlerOrCache.handler();
+  let current: ServerLimits = { ...DEFAULT_SERVER_LIMITS, ...limits };
+  const server = createServer(
+    {
+      maxHeaderSize: current.maxHeaderBytes,
+      // Node enforces the header and request timeouts only when it sweeps connections (every 30 s by
+      // default), which would let a slow client hold a socket far past them: sweep often enough.
+      connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(current.headersTimeoutMs / 4))),
+    },
+    handler,
+  );
+  setTimeouts(server, current);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -39,11 +79,18 @@ export async function startServer(imageCache: ImageCache, host: string, port: nu
     server,
     address,
     url: `http://${shownHost}:${address.port}`,
+    applyLimits(next) {
+      current = { ...current, ...next, maxHeaderBytes: current.maxHeaderBytes };
+      setTimeouts(server, current);
+    },
     async close(graceMs = 10_000) {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => server.close(() => { resolve(); }));
+      // Idle keep-alive connections go now; busy ones as soon as their response is done.
       server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+      const sweep = setInterval(() => { server.closeIdleConnections(); }, 50);
+      const timer = setTimeout(() => { server.closeAllConnections(); }, graceMs);
       await closed;
+      clearInterval(sweep);
       clearTimeout(timer);
     },
   };

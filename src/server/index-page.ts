@@ -5,7 +5,8 @@ export function indexPage(requireSignature: boolean): string {
     '',
     'Image URL:  GET /i/{signature}/{options}/{source}',
     '  source     the absolute origin URL, base64url without padding',
-    '  options    "_" for the original image',
+    '  options    "_" for the original image, or key:value pairs such as "w:300,f:webp"',
+    '             (p:PRESET, w, h, fit, f:jpeg|png|webp|avif|auto, q, dpr, exp:UNIX_SECONDS)',
     '  signature  base64url (no padding) of HMAC-SHA256(key, "{options}/{source}")',
     requireSignature
       ? '             signatures are required on this server'

@@ -20,6 +20,7 @@ export function sendError(res: ServerResponse, err: unknown, requestId: string, 
       'Content-Length': Buffer.byteLength(body),
       'Cache-Control': 'no-store',
       'X-Request-Id': requestId,
+      ...(error.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(Math.max(1, Math.ceil(error.retryAfterSeconds))) }),
     });
   }
   res.end(head ? undefined : body);

@@ -20,6 +20,8 @@ export function sign(key: Buffer, options: string, encodedSource: string): strin
 export function verifySignature(keys: readonly Buffer[], signature: string, options: string, encodedSource: string): boolean {
   if (!/^[A-Za-z0-9_-]{43}$/.test(signature)) return false; // 32 bytes in base64url, unpadded
   const given = Buffer.from(signature, 'base64url');
+  // The last base64url character carries 2 spare bits: accept only the canonical spelling.
+  if (given.toString('base64url') !== signature) return false;
   let ok = false;
   for (const key of keys) {
     const expected = createHmac('sha256', key).update(`${options}/${encodedSource}`).digest();
