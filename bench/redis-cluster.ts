@@ -45,7 +45,7 @@ async function startCountingOrigin(): Promise<{ url: string; count: () => number
   });
   await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
   const { port } = server.address() as { port: number };
-  return { url: `http://${HOST}:${port}`, count: () => requests, close: () => new Promise((r) => server.close(() => r())) };
+  return { url: `http://${HOST}:${port}`, count: () => requests, close: () => new Promise((r) => server.close(() => { r(); })) };
 }
 
 async function startNode(name: string, redisUrl: string | undefined): Promise<{ url: string; service: Service }> {

@@ -10,9 +10,10 @@ import { StatusBoard } from './storage/status-board.ts';
 /** The cache lifecycle settings of a config, as CacheManager options (seconds become ms). */
 export function cacheOptionsFrom(config: Config): Pick<
   CacheManagerOptions,
-  'freshness' | 'negativeTtlMs' | 'maxCacheBytes' | 'maxEntries' | 'memoryCacheBytes'
+  'freshness' | 'negativeTtlMs' | 'maxCacheBytes' | 'maxEntries' | 'memoryCacheBytes' | 'sourceNamespace'
 > {
   return {
+    sourceNamespace: sourceNamespaceFrom(config),
     freshness: {
       minTtlMs: config.minTtl * 1000,
       maxTtlMs: config.maxTtl * 1000,
@@ -26,6 +27,18 @@ export function cacheOptionsFrom(config: Config): Pick<
     maxEntries: config.maxEntries,
     memoryCacheBytes: config.memoryCacheBytes,
   };
+}
+
+/**
+ * The settings that change what is stored for a fetched source (cleaned or
+ * as sent, SVG rendered or refused, which formats are accepted at all), as
+ * the cache's source namespace: changing one makes cached sources (and their
+ * variants) miss and be fetched again, instead of serving bytes prepared
+ * under the old settings. Order and repeats of `inputFormats` do not matter.
+ */
+export function sourceNamespaceFrom(config: Pick<Config, 'stripMetadata' | 'svg' | 'inputFormats'>): string {
+  const inputFormats = [...new Set(config.inputFormats)].sort();
+  return JSON.stringify({ stripMetadata: config.stripMetadata, svg: config.svg, inputFormats });
 }
 
 /** The cache directory of a config, opened (and encrypted at rest when storage keys are set). */

@@ -1,7 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { CacheManager, type CacheManagerStats, type CacheStatus, type Loader } from './cache/index.ts';
+import { BoundedMemo } from './cache/bounded-memo.ts';
 import type { CacheIndexApi } from './cache/cache-index.ts';
+import type { FillLease } from './cache/fill-lease.ts';
 import { loadConfig, resolveSigningKeys, type Config, type LoadConfigOptions, type SigningKeys } from './config/index.ts';
 import { checkSourceUrl, createDownloader, type Downloader, type DownloadPolicy } from './download/index.ts';
 import { credentialHeadersFor } from './download/origin-credentials.ts';
@@ -33,6 +35,8 @@ export interface ImageCacheOptions extends Omit<LoadConfigOptions, 'overrides' |
   originObserver?: OriginObserver;
   /** A cache index owned elsewhere (a cluster primary, over IPC); by default the cache keeps its own. */
   cacheIndex?: CacheIndexApi;
+  /** Fill leases shared with other processes on the cache directory (a cluster primary's, over IPC): one origin fetch per cold source. */
+  fillLease?: FillLease;
 }
 
 /**
@@ -147,11 +151,15 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
     ...directory,
     ...cacheOptionsFrom(config),
     ...(options.cacheIndex ? { index: options.cacheIndex } : {}),
+    ...(options.fillLease ? { fillLease: options.fillLease } : {}),
     ...(cluster ? { cluster: cluster.cache } : {}),
     loader,
     logger,
     namespace: images.fingerprint,
   });
+
+  // The policy is fixed for this instance (a reload builds a new one): a URL it allowed once it allows again.
+  const allowedSources = new BoundedMemo<string>(8192);
 
   const imageCache: ImageCache = {
     config,
@@ -161,7 +169,7 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
       assertNotExpired(expires, Date.now());
       const plan = images.plan(transformOptions, accept);
       // Policy first: a host denied today is not served from yesterday's cache either.
-      const url = checkSourceUrl(sourceUrl, policy);
+      const url = allowedSources.getOrCompute(sourceUrl, () => checkSourceUrl(sourceUrl, policy).href);
       const result = await getImageVariant(cache, images, url, plan);
       return {
         ...(plan.varyAccept ? { vary: 'Accept' as const } : {}),

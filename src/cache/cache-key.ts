@@ -35,6 +35,20 @@ export function sourceKey(normalizedUrl: string): string {
 }
 
 /**
+ * Key of the stored source entry of `sourceKeyHex` under the settings that
+ * shape stored source bytes (metadata stripping, SVG rasterizing, accepted
+ * input formats): changing them makes old sources miss instead of serving
+ * bytes prepared under the old settings. The source key itself (its group,
+ * what purge and negative caching go by) does not change, so a purge still
+ * removes the source under every namespace. An empty fingerprint keeps the
+ * plain source key.
+ */
+export function sourceEntryKey(sourceKeyHex: string, fingerprint: string): string {
+  if (fingerprint === '') return sourceKeyHex;
+  return hashFields([DOMAIN, String(FORMAT_VERSION), 'source-entry', sourceKeyHex, fingerprint]);
+}
+
+/**
  * Key of one variant of a source. `fingerprint` covers whatever changes the
  * bytes a variant is made into (encoder versions, preset definitions), so a
  * change invalidates every variant at once while the fetched sources stay.

@@ -4,7 +4,7 @@ import type { Logger } from '../log.ts';
 import type { EntryId, EntryMeta, Freshness, OriginInfo, RemovalFeed, StorageBackend, StoredEntry } from '../storage/types.ts';
 import { CacheIndex, type CacheIndexApi } from './cache-index.ts';
 import type { ClusterCache } from './cluster-cache.ts';
-import { SOURCE_VARIANT, sourceKey, variantKey } from './cache-key.ts';
+import { SOURCE_VARIANT, sourceEntryKey, sourceKey, variantKey } from './cache-key.ts';
 import {
   DEFAULT_FRESHNESS,
   freshnessState,
@@ -13,7 +13,9 @@ import {
   mayServeStaleOnError,
   type FreshnessSettings,
 } from './freshness.ts';
+import { BoundedMemo } from './bounded-memo.ts';
 import { MemoryTier } from './memory-tier.ts';
+import { fillUnderLease, type FillLease } from './fill-lease.ts';
 import { namespaceFingerprint } from './namespace.ts';
 import { NegativeCache } from './negative-cache.ts';
 import { normalizeSourceUrl } from './normalize-url.ts';
@@ -74,6 +76,12 @@ export interface CacheManagerOptions {
   logger: Logger;
   /** Whatever else changes the bytes of variants (e.g. preset definitions); part of every variant key. */
   namespace?: string;
+  /**
+   * Whatever changes the stored bytes of sources (e.g. metadata stripping, SVG
+   * rasterizing, accepted input formats); part of every source entry key, and
+   * so of every variant key too. Purges still reach entries of every namespace.
+   */
+  sourceNamespace?: string;
   /** The clock (ms since epoch); injectable for tests. */
   now?: () => number;
   /** Freshness rules; see FreshnessSettings. */
@@ -97,6 +105,8 @@ export interface CacheManagerOptions {
   statusEveryMs?: number;
   /** Several nodes, one cache (Redis): the shared tier behind the local ones, single-flight across nodes, purges everywhere. */
   cluster?: ClusterCache;
+  /** Processes sharing this cache directory (cluster workers): a source is fetched by one of them at a time. */
+  fillLease?: FillLease;
 }
 
 export interface CacheManagerStats {
@@ -139,9 +149,16 @@ const DEFAULT_MAX_CACHE_BYTES = 1024 * 1024 * 1024;
 const DEFAULT_MEMORY_CACHE_BYTES = 64 * 1024 * 1024;
 const DEFAULT_NEGATIVE_TTL_MS = 60_000;
 const STORE_WARNING_INTERVAL_MS = 60_000;
+/** Keys and ids remembered for this many (URL, variant) pairs: a few MB, more than a memory tier's worth of entries. */
+const TARGET_MEMO_ENTRIES = 8192;
 
-/** Origin trouble that stale-if-error may hide; refusals (policy, not an image, 404) are never hidden. */
-const ORIGIN_TROUBLE = new Set(['origin_error', 'origin_timeout']);
+/**
+ * Origin trouble that stale-if-error may hide: the origin failing or timing
+ * out, its circuit breaker open, or origin fetches over their limits (the
+ * stored copy is exactly what an unreachable origin should not cost).
+ * Refusals (policy, not an image, 404) are never hidden.
+ */
+const ORIGIN_TROUBLE = new Set(['origin_error', 'origin_timeout', 'origin_unavailable', 'overloaded']);
 
 interface Outcome {
   entry: StoredEntry;
@@ -172,14 +189,17 @@ export class CacheManager {
   readonly #loader: Loader;
   readonly #logger: Logger;
   readonly #fingerprint: string;
+  readonly #sourceNamespace: string;
   readonly #now: () => number;
   readonly #freshness: FreshnessSettings;
   readonly #index: CacheIndexApi;
   readonly #ownIndex: CacheIndex | undefined;
   readonly #memory: MemoryTier;
+  readonly #targets = new BoundedMemo<Target>(TARGET_MEMO_ENTRIES);
   readonly #negative: NegativeCache;
   readonly #removals: RemovalFeed | undefined;
   readonly #cluster: ClusterCache | undefined;
+  readonly #fillLease: FillLease | undefined;
   readonly #statusBoard: CacheManagerOptions['statusBoard'];
   readonly #storeWarnings: WarnLimiter;
   readonly #maxBytes: number;
@@ -215,6 +235,7 @@ export class CacheManager {
     this.#loader = opts.loader;
     this.#logger = opts.logger;
     this.#fingerprint = namespaceFingerprint(opts.namespace);
+    this.#sourceNamespace = opts.sourceNamespace ?? '';
     this.#now = opts.now ?? Date.now;
     this.#startedAt = this.#now();
     this.#freshness = { ...DEFAULT_FRESHNESS, ...opts.freshness };
@@ -226,6 +247,7 @@ export class CacheManager {
     this.#removals = opts.removals;
     this.#statusBoard = opts.statusBoard;
     this.#cluster = opts.cluster;
+    this.#fillLease = opts.fillLease;
     this.#cluster?.attach({
       purgeLocal: (message) => this.#purgeFromPeer(message),
       dropMemoryTier: () => {
@@ -387,7 +409,24 @@ export class CacheManager {
     };
   }
 
+  /**
+   * The keys and entry id of a request: a URL normalization, hashes and
+   * HMACs with the same result every time for the same URL and variant, so
+   * remembered for the hottest pairs: a memory hit then hashes nothing.
+   */
   #target(request: CacheRequest): Target {
+    const { sourceUrl, variant, transform } = request;
+    // Requests the computation refuses are never remembered: it throws for them.
+    if (typeof variant !== 'string' || variant === '' || (variant !== SOURCE_VARIANT && transform === undefined)) {
+      return this.#computeTarget(request);
+    }
+    const href = typeof sourceUrl === 'string' ? sourceUrl : sourceUrl.href;
+    // Length-prefixed, so no (variant, URL) pair spells another's memo key.
+    const known = this.#targets.getOrCompute(`${variant.length}:${variant}${href}`, () => ({ ...this.#computeTarget(request), transform: undefined }));
+    return transform === undefined ? known : { ...known, transform };
+  }
+
+  #computeTarget(request: CacheRequest): Target {
     const url = normalizeSourceUrl(request.sourceUrl);
     const { variant, transform } = request;
     if (typeof variant !== 'string' || variant === '') {
@@ -397,13 +436,15 @@ export class CacheManager {
       throw new FastImageCacheError('internal_error', `variant "${variant.slice(0, 64)}" requested without a transform`);
     }
     const srcKey = sourceKey(url);
-    const key = variantKey(srcKey, variant, this.#fingerprint);
+    // Variants hang off the source entry's key, so a new source namespace makes them anew too.
+    const key = variantKey(sourceEntryKey(srcKey, this.#sourceNamespace), variant, this.#fingerprint);
     return { url, variant, sourceKey: srcKey, key, id: this.#storage.entryId(srcKey, key), transform };
   }
 
   #sourceTarget(target: Target): Target {
-    const key = target.sourceKey;
-    return { url: target.url, variant: SOURCE_VARIANT, sourceKey: key, key, id: this.#storage.entryId(key, key), transform: undefined };
+    const group = target.sourceKey;
+    const key = sourceEntryKey(group, this.#sourceNamespace);
+    return { url: target.url, variant: SOURCE_VARIANT, sourceKey: group, key, id: this.#storage.entryId(group, key), transform: undefined };
   }
 
   /** The foreground path of one key: stored and fresh, stale (served or refreshed), or filled. */
@@ -469,20 +510,39 @@ export class CacheManager {
   async #fill(target: Target): Promise<Outcome> {
     const epoch = this.#epoch;
     if (target.variant === SOURCE_VARIANT) {
-      let loaded: LoadResult;
       try {
-        // A loader error propagates unchanged to every waiter; nothing is stored.
-        loaded = await this.#loader({ url: target.url });
+        // An error propagates unchanged to every waiter; nothing is stored.
+        if (this.#fillLease === undefined) return await this.#loadSource(target, epoch);
+        // Other processes on this directory wait while one fetches, then read what it stored.
+        return await fillUnderLease(
+          this.#fillLease,
+          target.key,
+          { lookup: () => this.#storedByAnother(target), produce: () => this.#loadSource(target, epoch) },
+          this.#logger,
+        );
       } catch (err) {
         this.#negative.remember(target.sourceKey, err);
         throw err;
       }
-      if (loaded.status !== 200) throw new FastImageCacheError('origin_error', 'origin answered 304 to an unconditional request');
-      return this.#accept(target, loaded, undefined, epoch);
     }
     const source = this.#sourceTarget(target);
     const src = await this.#flights.run(source.key, () => this.#serve(source));
     return this.#derive(target, src, epoch);
+  }
+
+  /** Fetches a source from the origin and stores it (if the origin allows). */
+  async #loadSource(target: Target, epoch: number): Promise<Outcome> {
+    const loaded = await this.#loader({ url: target.url });
+    if (loaded.status !== 200) throw new FastImageCacheError('origin_error', 'origin answered 304 to an unconditional request');
+    return this.#accept(target, loaded, undefined, epoch);
+  }
+
+  /** The source another process just fetched and stored, read as a miss of this request (it waited for the fetch). */
+  async #storedByAnother(target: Target): Promise<Outcome | undefined> {
+    const stored = await this.#readVerified(target);
+    if (stored === undefined) return undefined;
+    this.#memory.set(target.id, stored);
+    return { entry: stored, status: 'MISS', storable: true };
   }
 
   /** Makes a variant from its source and stores it (unless the source may not be stored). */

@@ -14,7 +14,7 @@ export function signCommand(argv: string[]): number {
   const { config } = loadConfig({ configFile: values.config });
   const key = resolveSigningKeys(config).keys[0];
   if (!key) throw new UsageError('no signing key');
-  const options = values.options ?? '_';
+  const options = values.options;
   try {
     checkOptionsSegment(options, { presets: config.presets, ...config.transforms });
   } catch (err) {

@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import { CacheIndex } from '../cache/cache-index.ts';
+import { FillLeaseTable } from '../cache/fill-lease.ts';
 import { openCacheStorage } from '../cache-config.ts';
 import { redactConfig, type Config, type SigningKeys } from '../config/index.ts';
 import { CLUSTER_RESTART_SETTINGS, effectiveAfterReload } from '../config/reload.ts';
@@ -12,11 +13,17 @@ import { ProxyService, type PurgeTarget, type ReloadOutcome, type ServiceStats }
 import { startRateLimitPrimary } from '../server/rate-limit.ts';
 import { IpcRpc } from './ipc-rpc.ts';
 import { cacheIndexHandlers, RemoteCacheIndex } from './remote-cache-index.ts';
+import { fillLeaseHandlers, RemoteFillLease } from './remote-fill-lease.ts';
 import { auditLogPath, printBanner, startAdminIfConfigured, untilStopSignal, type ServeContext } from './serve-common.ts';
 
 /** A worker that dies within this long of starting counts as crash-looping: its replacement waits longer each time. */
 const QUICK_DEATH_MS = 2_000;
 const MAX_RESPAWN_DELAY_MS = 30_000;
+/**
+ * A fill lease its holder stops renewing (alive but stuck) goes to the next
+ * waiting worker after this long; one whose holder exits goes at once.
+ */
+const FILL_LEASE_TTL_MS = 5_000;
 
 interface WorkerHandle {
   worker: Worker;
@@ -47,7 +54,21 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   const storage = await openCacheStorage(config, logger);
   const index = new CacheIndex({ storage, maxBytes: config.maxCacheBytes, maxEntries: config.maxEntries, logger });
   void index.rebuild().catch((err: unknown) => { logger.error({ err }, 'cache index rebuild failed'); });
+  // Cross-worker single-flight: one worker fetches a cold source, the others wait and read it from disk.
+  const leases = new FillLeaseTable({
+    ttlMs: FILL_LEASE_TTL_MS,
+    onGrant: (cacheKey, owner) => {
+      logger.debug({ cacheKey, worker: owner, pid: handles.get(owner)?.worker.process.pid }, 'fill lease granted');
+    },
+    onWait: (cacheKey, owner) => {
+      logger.debug({ cacheKey, worker: owner, pid: handles.get(owner)?.worker.process.pid }, 'waiting for the fill lease');
+    },
+    onHandOver: (cacheKey, from, to, why) => {
+      logger.warn({ cacheKey, from, to, why }, 'fill lease taken from its holder');
+    },
+  });
   const closeIndex = async () => {
+    leases.close();
     index.stopRebuild();
     await storage.close();
   };
@@ -82,12 +103,15 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
         },
         metrics: () => aggregateMetrics(),
         ...cacheIndexHandlers(index),
+        ...fillLeaseHandlers(leases.viewFor(worker.id)),
       }),
     };
     worker.on('error', (err) => { logger.warn({ err, worker: worker.id }, 'worker IPC error'); });
     worker.once('exit', (code, signal) => {
       handle.rpc.close('worker exited');
       handles.delete(worker.id);
+      // Its leases go to the workers waiting on them now, not after they expire.
+      leases.dropOwner(worker.id);
       onFailed(new Error(`worker ${worker.id} exited (code ${String(code)}, signal ${signal}) before listening`));
       // Exit code 0 is a worker's own graceful stop (e.g. Ctrl-C reached the whole process group).
       if (shuttingDown || code === 0) return;
@@ -283,6 +307,8 @@ export async function runWorker(): Promise<number> {
       rateLimitStore: 'cluster',
       exposition: async () => rpc.call('metrics'),
       cacheIndex: new RemoteCacheIndex(rpc, logger),
+      // Past an origin fetch's and a transform's deadlines, the holder is not coming back with it: fetch here.
+      fillLease: new RemoteFillLease(rpc, logger, { maxWaitMs: config.totalTimeoutMs + config.transforms.timeoutMs + FILL_LEASE_TTL_MS }),
       restartSettings: CLUSTER_RESTART_SETTINGS,
     });
     running.service = service;

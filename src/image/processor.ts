@@ -60,6 +60,8 @@ export class ImageProcessor {
   readonly #request = new AsyncLocalStorage<VariantPlan>();
   /** SHA-256 of stored sources whose pixels decoded (insertion order: the oldest are forgotten first). */
   readonly #decoded = new Set<string>();
+  /** Decodes running now, by SHA-256: a stampede on a source not yet decoded here (read from disk) decodes it once. */
+  readonly #decoding = new Map<string, Promise<void>>();
 
   constructor(settings: ImageProcessorSettings) {
     checkPresets(settings);
@@ -138,9 +140,17 @@ export class ImageProcessor {
    */
   async ensureDecoded(body: Buffer, sha256Hex: string): Promise<void> {
     if (this.#decoded.has(sha256Hex)) return;
+    const running = this.#decoding.get(sha256Hex);
+    if (running !== undefined) return running;
     const s = this.#settings;
-    await this.queue.run(() => verifyImage(body, { maxPixels: s.maxSourcePixels, maxFrames: s.maxSourceFrames }));
-    this.#rememberDecoded(sha256Hex);
+    const decoding = this.queue
+      .run(() => verifyImage(body, { maxPixels: s.maxSourcePixels, maxFrames: s.maxSourceFrames }))
+      .then(() => {
+        this.#rememberDecoded(sha256Hex);
+      })
+      .finally(() => this.#decoding.delete(sha256Hex));
+    this.#decoding.set(sha256Hex, decoding);
+    return decoding;
   }
 
   #rememberDecoded(sha256Hex: string): void {

@@ -119,8 +119,10 @@ export function createFrontDoor(options: FrontDoorOptions): Handler {
       return;
     }
 
-    const client = settings.clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for']);
-    const admitted = settings.rateLimiter ? settings.rateLimiter.consume(rateLimitKey(client)) : Promise.resolve({ allowed: true as const });
+    // Who the client is matters only to the rate limit: not worked out (address parsing) when it is off.
+    const limiter = settings.rateLimiter;
+    const client = limiter ? settings.clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for']) : '';
+    const admitted = limiter ? limiter.consume(rateLimitKey(client)) : Promise.resolve({ allowed: true as const });
     admitted
       .then((decision) => {
         if (!decision.allowed) {

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config/index.ts';
 import { FastImageCacheError } from '../errors.ts';
@@ -8,6 +7,7 @@ import { parseOptionsSegment } from '../image/options.ts';
 import { indexPage } from './index-page.ts';
 import { assertNotExpired } from './options.ts';
 import { decodeSource, parseImagePath } from './image-path.ts';
+import { nextRequestId } from './request-id.ts';
 import { etagMatches, SECURITY_HEADERS, sendError, sendText } from './responses.ts';
 import { UNSAFE_SIGNATURE, verifySignature } from './signature.ts';
 
@@ -29,7 +29,10 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
   const { imageCache, config, keys, logger } = deps;
   const index = indexPage(config.requireSignature);
 
-  async function serveImage(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string, log: Logger): Promise<void> {
+  // The same on every response of this handler: built once, not per request.
+  const cacheControl = `public, max-age=${config.clientMaxAge}`;
+
+  async function serveImage(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string): Promise<void> {
     const head = req.method === 'HEAD';
     const { signature, options, encodedSource } = parseImagePath(pathname);
 
@@ -47,11 +50,16 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
     const sourceUrl = decodeSource(encodedSource);
 
     const image = await imageCache.get(sourceUrl, { ...requested, accept: req.headers.accept });
-    log.info({ status: image.cacheStatus, size: image.size, type: image.contentType }, 'image served');
+    // Misses (and stale or revalidated answers) are worth a line each; a hit is logged only at debug.
+    if (image.cacheStatus !== 'HIT') {
+      logger.info({ reqId: requestId, status: image.cacheStatus, size: image.size, type: image.contentType }, 'image served');
+    } else if (logger.isLevelEnabled('debug')) {
+      logger.debug({ reqId: requestId, status: image.cacheStatus, size: image.size, type: image.contentType }, 'image served');
+    }
     const headers: Record<string, string | number> = {
       ...SECURITY_HEADERS,
       ETag: image.etag,
-      'Cache-Control': `public, max-age=${config.clientMaxAge}`,
+      'Cache-Control': cacheControl,
       'X-Cache': image.cacheStatus,
       'X-Request-Id': requestId,
       ...(image.vary ? { Vary: image.vary } : {}),
@@ -66,16 +74,15 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
   }
 
   return function handle(req, res) {
-    const requestId = randomUUID();
-    const log = logger.child({ reqId: requestId });
+    const requestId = nextRequestId();
     const head = req.method === 'HEAD';
     const pathname = (req.url ?? '/').split('?', 1)[0] ?? '/';
 
     const fail = (err: unknown): void => {
       const error = sendError(res, err, requestId, head);
-      const fields = { code: error.code, status: error.status, detail: error.detail, method: req.method };
-      if (error.status >= 500) log.error(fields, 'request failed');
-      else log.warn(fields, 'request refused');
+      const fields = { reqId: requestId, code: error.code, status: error.status, detail: error.detail, method: req.method };
+      if (error.status >= 500) logger.error(fields, 'request failed');
+      else logger.warn(fields, 'request refused');
     };
 
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -91,7 +98,7 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
       return;
     }
     if (pathname.startsWith('/i/')) {
-      serveImage(req, res, pathname, requestId, log).catch(fail);
+      serveImage(req, res, pathname, requestId).catch(fail);
       return;
     }
     fail(new FastImageCacheError('not_found', `no route for ${pathname.slice(0, 128)}`));

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { CacheIndexApi } from '../cache/cache-index.ts';
+import type { FillLease } from '../cache/fill-lease.ts';
 import { resolveAdminToken } from '../config/admin-token.ts';
 import { resolveSigningKeys, type Config } from '../config/index.ts';
 import { resolveOriginCredentials } from '../config/origin-credentials.ts';
@@ -48,6 +49,8 @@ export interface ProxyServiceOptions {
   env?: Record<string, string | undefined>;
   /** A cache index owned elsewhere (the cluster primary); each ImageCache keeps its own by default. */
   cacheIndex?: CacheIndexApi;
+  /** Fill leases shared with the other workers (the cluster primary's); in-process single-flight only by default. */
+  fillLease?: FillLease;
   /** Settings that need a restart here besides the usual ones (with workers: the index's directory and limits). */
   restartSettings?: readonly string[];
 }
@@ -158,6 +161,7 @@ export class ProxyService {
       selfEndpoints: () => this.#endpoints,
       originObserver: health,
       ...(this.#options.cacheIndex ? { cacheIndex: this.#options.cacheIndex } : {}),
+      ...(this.#options.fillLease ? { fillLease: this.#options.fillLease } : {}),
     });
     this.#health.set(imageCache, health);
     return imageCache;

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 /**
  * Signed URLs: signature = base64url(HMAC-SHA256(key, `{options}/{source}`)),
@@ -16,6 +16,17 @@ export function sign(key: Buffer, options: string, encodedSource: string): strin
   return createHmac('sha256', key).update(`${options}/${encodedSource}`).digest('base64url');
 }
 
+// A KeyObject per key, made once: createHmac() with a raw Buffer prepares the key again on every request.
+const keyObjects = new WeakMap<Buffer, KeyObject>();
+function keyObjectOf(key: Buffer): KeyObject {
+  let found = keyObjects.get(key);
+  if (found === undefined) {
+    found = createSecretKey(key);
+    keyObjects.set(key, found);
+  }
+  return found;
+}
+
 /** True if `signature` was made by any of `keys`. Constant time per key. */
 export function verifySignature(keys: readonly Buffer[], signature: string, options: string, encodedSource: string): boolean {
   if (!/^[A-Za-z0-9_-]{43}$/.test(signature)) return false; // 32 bytes in base64url, unpadded
@@ -24,7 +35,7 @@ export function verifySignature(keys: readonly Buffer[], signature: string, opti
   if (given.toString('base64url') !== signature) return false;
   let ok = false;
   for (const key of keys) {
-    const expected = createHmac('sha256', key).update(`${options}/${encodedSource}`).digest();
+    const expected = createHmac('sha256', keyObjectOf(key)).update(`${options}/${encodedSource}`).digest();
     // Check every key (no early exit) so timing does not tell which key matched.
     if (timingSafeEqual(given, expected)) ok = true;
   }

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.ts';
 import { errnoCode } from './errno.ts';
+import { isLeftover } from './temp-files.ts';
 
 /** Holds half-written entries; same filesystem as the entries so rename() is atomic. */
 export const TMP_DIR_NAME = 'tmp';
@@ -30,7 +31,8 @@ const UNWRITABLE_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT'
 /**
  * Makes `dir` a safe place for cache entries: creates it 0700 if missing and
  * refuses a symlink, a non-directory, a world-writable directory or one inside
- * the public directory. Removes temp files left by a crash.
+ * the public directory. Removes temp files left by processes that are gone
+ * (a crash); those of live processes sharing the directory stay.
  */
 export async function prepareCacheDir(dir: string, opts: PrepareCacheDirOptions = {}): Promise<{ dir: string }> {
   const absolute = path.resolve(dir);
@@ -70,7 +72,7 @@ function assertSafeDir(dir: string, stat: Stats, what: string): void {
   }
 }
 
-/** Ensures <dir>/tmp exists as a private directory and empties it of crash leftovers. */
+/** Ensures <dir>/tmp exists as a private directory and clears it of leftovers of dead processes. */
 async function resetTmpDir(tmpDir: string): Promise<void> {
   let stat = await lstatOrUndefined(tmpDir);
   if (stat === undefined) {
@@ -79,9 +81,13 @@ async function resetTmpDir(tmpDir: string): Promise<void> {
     stat = await fs.lstat(tmpDir);
   }
   assertSafeDir(tmpDir, stat, 'temporary directory');
-  // Nothing but our own temp files belongs here; no writer is running yet.
+  // Other live processes (workers, a reload's previous cache) may be writing here now: take only what the dead left.
+  const now = Date.now();
   for (const name of await fs.readdir(tmpDir)) {
-    await fs.rm(path.join(tmpDir, name), { recursive: true, force: true });
+    const target = path.join(tmpDir, name);
+    const st = await lstatOrUndefined(target);
+    if (st === undefined || !isLeftover(name, Math.max(st.mtimeMs, st.ctimeMs), now)) continue;
+    await fs.rm(target, { recursive: true, force: true });
   }
 }
 

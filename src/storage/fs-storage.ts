@@ -7,6 +7,7 @@ import { CacheDirError, TMP_DIR_NAME, prepareCacheDir } from './cache-dir.ts';
 import type { EntryCipher } from './entry-cipher.ts';
 import { errnoCode } from './errno.ts';
 import { decodeEntry, decodeMeta, encodeEntryParts } from './entry-codec.ts';
+import { tempName } from './temp-files.ts';
 import type { EntryId, EntryMeta, PreparedEntry, ScannedEntry, StorageBackend, StorageStats, StoredEntry } from './types.ts';
 
 /** Per-directory HMAC key for file names; lives in the cache directory itself. */
@@ -134,7 +135,8 @@ export class FsStorage implements StorageBackend {
 
   async write(id: EntryId, entry: PreparedEntry): Promise<void> {
     const target = this.#entryPath(id);
-    const tmp = path.join(this.#tmpDir, `${randomBytes(16).toString('hex')}.tmp`);
+    // Named after this process, so another one starting meanwhile leaves it alone (see temp-files.ts).
+    const tmp = path.join(this.#tmpDir, tempName('tmp'));
     let fh: FileHandle | undefined;
     try {
       await this.#ensureGroupDir(path.dirname(target));
@@ -181,7 +183,7 @@ export class FsStorage implements StorageBackend {
   async deleteGroup(group: string): Promise<EntryId[]> {
     if (!GROUP_DIR.test(group)) return [];
     // One rename takes the whole group out of sight at once; the files go afterwards.
-    const doomed = path.join(this.#tmpDir, `${randomBytes(16).toString('hex')}.purge`);
+    const doomed = path.join(this.#tmpDir, tempName('purge'));
     try {
       await fs.rename(this.#groupDir(group), doomed);
     } catch (err) {
@@ -213,7 +215,7 @@ export class FsStorage implements StorageBackend {
     // Each fan-out directory is renamed away first, so no half-cleared group is ever visible.
     for (const level1 of await readDirEntries(this.dir)) {
       if (!level1.isDirectory() || !FANOUT_DIR.test(level1.name)) continue;
-      const doomed = path.join(this.#tmpDir, `${randomBytes(16).toString('hex')}.clear`);
+      const doomed = path.join(this.#tmpDir, tempName('clear'));
       try {
         await fs.rename(path.join(this.dir, level1.name), doomed);
       } catch (err) {
@@ -337,7 +339,7 @@ async function loadOrCreateSecret(dir: string): Promise<Buffer> {
   if (existing !== undefined) return existing;
 
   const secret = randomBytes(SECRET_LENGTH);
-  const tmp = path.join(dir, TMP_DIR_NAME, `${randomBytes(16).toString('hex')}.secret.tmp`);
+  const tmp = path.join(dir, TMP_DIR_NAME, tempName('secret.tmp'));
   try {
     const fh = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE);
     try {

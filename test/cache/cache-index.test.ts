@@ -24,9 +24,9 @@ afterEach(async () => {
 /** Every source is `size` bytes; the loader counts its calls per URL. */
 function sizedLoader(size: number) {
   const calls = new Map<string, number>();
-  const loader: Loader = async ({ url }) => {
+  const loader: Loader = ({ url }) => {
     calls.set(url, (calls.get(url) ?? 0) + 1);
-    return { status: 200, body: Buffer.alloc(size, url.length % 251), contentType: 'image/png', origin: { cacheControl: 'max-age=3600' } };
+    return Promise.resolve({ status: 200, body: Buffer.alloc(size, url.length % 251), contentType: 'image/png', origin: { cacheControl: 'max-age=3600' } });
   };
   return { loader, calls };
 }

@@ -19,7 +19,7 @@ afterEach(async () => {
   for (const dir of scratch.splice(0)) await fs.rm(dir, { recursive: true, force: true });
 });
 
-function deferred<T>() {
+function deferred<T = void>() {
   let resolve!: (value: T) => void;
   const promise = new Promise<T>((res) => {
     resolve = res;
@@ -45,7 +45,7 @@ function recordingLogger(): { logger: Logger; lines: () => Array<Record<string, 
  */
 function countingLoader(opts: { gate?: Promise<void>; fail?: Error } = {}) {
   const calls: string[] = [];
-  const entered = deferred<void>();
+  const entered = deferred();
   const loader: Loader = async ({ url }) => {
     calls.push(url);
     entered.resolve();
@@ -92,9 +92,9 @@ const src = (url: string | URL): CacheRequest => ({ sourceUrl: url, variant: '_'
 
 /** A transform that tags the source bytes, counting its calls. */
 function taggingTransform(tag: string, calls: string[]): Transform {
-  return async (source) => {
+  return (source) => {
     calls.push(tag);
-    return { body: Buffer.concat([Buffer.from(`[${tag}]`), source.body]), contentType: 'image/webp' };
+    return Promise.resolve({ body: Buffer.concat([Buffer.from(`[${tag}]`), source.body]), contentType: 'image/webp' });
   };
 }
 
@@ -138,7 +138,7 @@ test('entries survive a restart: a new manager on the same directory hits', asyn
 });
 
 test('50 concurrent gets of a cold key: loader runs once, all results byte-identical', async () => {
-  const gate = deferred<void>();
+  const gate = deferred();
   const { cache, calls, entered } = await setup({ gate: gate.promise });
   const pending = Array.from({ length: 50 }, () => cache.get(src(URL_A)));
   await entered; // the loader is running and holding
@@ -157,7 +157,7 @@ test('50 concurrent gets of a cold key: loader runs once, all results byte-ident
 });
 
 test('a loader error reaches every waiter unchanged and is not cached', async () => {
-  const gate = deferred<void>();
+  const gate = deferred();
   const failure = new FastImageCacheError('origin_error', 'origin said 500');
   const { cache, storage, calls, entered } = await setup({ gate: gate.promise, fail: failure });
   const pending = Array.from({ length: 10 }, () => cache.get(src(URL_A)));
@@ -167,7 +167,7 @@ test('a loader error reaches every waiter unchanged and is not cached', async ()
   assert.equal(calls.length, 1);
   for (const o of outcomes) {
     assert.equal(o.status, 'rejected');
-    assert.equal((o as PromiseRejectedResult).reason, failure);
+    assert.equal(o.reason, failure);
   }
   assert.equal((await storage.stats()).entries, 0);
 
@@ -210,7 +210,7 @@ test('a variant is made from the cached source by its transform alone; purge rem
 });
 
 test('five sizes of one cold image: one origin fetch, five transforms, all concurrent', async () => {
-  const gate = deferred<void>();
+  const gate = deferred();
   const { cache, calls, entered } = await setup({ gate: gate.promise });
   const transforms: string[] = [];
   const sizes = ['w_100', 'w_200', 'w_300', 'w_400', 'w_500'];
@@ -315,7 +315,7 @@ test('a bad URL is refused before the loader or the storage is touched', async (
 });
 
 test('close waits for a running load, then refuses new gets', async () => {
-  const gate = deferred<void>();
+  const gate = deferred();
   const { cache, entered } = await setup({ gate: gate.promise });
   const running = cache.get(src(URL_A));
   await entered;
@@ -329,7 +329,7 @@ test('close waits for a running load, then refuses new gets', async () => {
 test('memory tier: hot hits touch neither the disk nor the loader; it is bounded and purged with its source', async () => {
   const { storage } = await setup();
   const probed = new ProbedStorage(storage);
-  const loader: Loader = async ({ url }) => ({ status: 200, body: Buffer.alloc(3000, url.length), contentType: 'image/png', origin: {} });
+  const loader: Loader = ({ url }) => Promise.resolve({ status: 200, body: Buffer.alloc(3000, url.length), contentType: 'image/png', origin: {} });
   const tiered = new CacheManager({ storage: probed, loader, logger: createLogger('silent'), memoryCacheBytes: 64 * 1024 });
   managers.push(tiered);
   await tiered.get(src(URL_A));
@@ -352,7 +352,7 @@ test('memory tier: hot hits touch neither the disk nor the loader; it is bounded
 
 test('the namespace (encoder versions, presets) is part of variant keys, not of source keys', async () => {
   const { storage } = await setup();
-  const loader: Loader = async ({ url }) => ({ status: 200, body: Buffer.from(`bytes of ${url}`), contentType: 'image/png', origin: {} });
+  const loader: Loader = ({ url }) => Promise.resolve({ status: 200, body: Buffer.from(`bytes of ${url}`), contentType: 'image/png', origin: {} });
   const transforms: string[] = [];
   const before = new CacheManager({ storage, loader, logger: createLogger('silent'), namespace: 'presets v1' });
   managers.push(before);

@@ -100,7 +100,10 @@ const noMount = probe === undefined && 'this process may not mount a tmpfs (need
 test('a really full disk (256 KiB tmpfs): every image served, the server keeps going', { skip: noMount }, async () => {
   const fsys = tinyTmpfs('256k');
   assert.ok(fsys);
-  cleanups.push(async () => fsys.unmount());
+  cleanups.push(() => {
+    fsys.unmount();
+    return Promise.resolve();
+  });
   const log = recordingLogger();
   const storage = await FsStorage.open({ dir: path.join(fsys.dir, 'cache'), logger: log.logger });
   const { loader, close } = realLoader();
@@ -125,7 +128,10 @@ test('a really full disk (256 KiB tmpfs): every image served, the server keeps g
 test('a read-only cache directory (remounted ro): the server starts, serves, caches nothing', { skip: noMount }, async () => {
   const fsys = tinyTmpfs('1m');
   assert.ok(fsys);
-  cleanups.push(async () => fsys.unmount());
+  cleanups.push(() => {
+    fsys.unmount();
+    return Promise.resolve();
+  });
   const dir = path.join(fsys.dir, 'cache');
   await (await FsStorage.open({ dir, logger: recordingLogger().logger })).close();
   fsys.remountReadOnly();

@@ -77,9 +77,9 @@ const S = 1000;
 const src = (url: string) => ({ sourceUrl: url, variant: '_' });
 
 function tagging(tag: string, calls: string[]): Transform {
-  return async (source) => {
+  return (source) => {
     calls.push(tag);
-    return { body: Buffer.concat([Buffer.from(tag), source.body]), contentType: 'image/png' };
+    return Promise.resolve({ body: Buffer.concat([Buffer.from(tag), source.body]), contentType: 'image/png' });
   };
 }
 

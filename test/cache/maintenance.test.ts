@@ -14,15 +14,16 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-const loaderWith = (cacheControl: string): Loader => async ({ url }) => ({
-  status: 200,
-  body: Buffer.from(`\x89PNG bytes of ${url}`.repeat(20)),
-  contentType: 'image/png',
-  origin: { cacheControl },
-});
+const loaderWith = (cacheControl: string): Loader => ({ url }) =>
+  Promise.resolve({
+    status: 200,
+    body: Buffer.from(`\x89PNG bytes of ${url}`.repeat(20)),
+    contentType: 'image/png',
+    origin: { cacheControl },
+  });
 const url = (n: string) => `https://img.example/${n}.png`;
 const src = (n: string) => ({ sourceUrl: url(n), variant: '_' });
-const variant = (n: string, v: string) => ({ sourceUrl: url(n), variant: v, transform: async (s: { body: Buffer }) => ({ body: Buffer.concat([Buffer.from(v), s.body]), contentType: 'image/webp' }) });
+const variant = (n: string, v: string) => ({ sourceUrl: url(n), variant: v, transform: (s: { body: Buffer }) => Promise.resolve({ body: Buffer.concat([Buffer.from(v), s.body]), contentType: 'image/webp' }) });
 
 async function filled(names: string[], opts: { now?: () => number; cacheControl?: string } = {}): Promise<{ storage: FsStorage; cache: CacheManager }> {
   const { storage, cleanup } = await tempStorage();

@@ -113,7 +113,7 @@ test('serve: first start with embedded defaults creates the cache and key privat
   let stderr = '';
   child.stderr.setEncoding('utf8');
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner: ${stderr}`)), 15_000);
+    const timer = setTimeout(() => { reject(new Error(`no banner: ${stderr}`)); }, 15_000);
     child.stderr.on('data', (chunk: string) => {
       stderr += chunk;
       const m = /listening on (http:\/\/[^\s]+)/.exec(stderr);
@@ -122,7 +122,7 @@ test('serve: first start with embedded defaults creates the cache and key privat
         resolve(m[1]);
       }
     });
-    child.once('exit', (code) => reject(new Error(`exited ${String(code)}: ${stderr}`)));
+    child.once('exit', (code) => { reject(new Error(`exited ${String(code)}: ${stderr}`)); });
   });
   try {
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
@@ -141,7 +141,7 @@ test('serve: first start with embedded defaults creates the cache and key privat
     assert.equal(res.status, 403);
     assert.equal(((await res.json()) as { error: string }).error, 'address_denied');
   } finally {
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code); }));
     child.kill('SIGTERM');
     assert.equal(await exited, 0);
   }

@@ -112,7 +112,7 @@ describe('refusals name the setting and why', () => {
     ['not a mapping', () => loadConfig({ env: baseEnv, configFile: write('list.yaml', '- 1\n') }), /^config: .* must hold a mapping/],
   ];
   for (const [name, fn, pattern] of cases) {
-    test(name, () => assert.match(configError(fn).message, pattern));
+    test(name, () => { assert.match(configError(fn).message, pattern); });
   }
 });
 

@@ -344,7 +344,7 @@ describe('timeouts', () => {
     origin.slowHeaders('/slow-head3.jpg', 10_000);
     const controller = new AbortController();
     const pending = get(downloader(), '/slow-head3.jpg', { signal: controller.signal });
-    setTimeout(() => controller.abort(), 50);
+    setTimeout(() => { controller.abort(); }, 50);
     const [err, ms] = await timed(pending.then(() => null, (e: unknown) => e));
     assert.ok(err instanceof FastImageCacheError);
     assert.ok(ms < 2000, `took ${ms} ms`);
@@ -416,17 +416,17 @@ describe('environment proxies are ignored', () => {
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
     saved = Object.fromEntries(names.map((n) => [n, process.env[n]]));
     const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
-    for (const n of names) delete process.env[n];
+    for (const n of names) Reflect.deleteProperty(process.env, n);
     for (const n of ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy']) process.env[n] = proxyUrl;
   });
 
   after(async () => {
     for (const [n, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[n];
+      if (v === undefined) Reflect.deleteProperty(process.env, n);
       else process.env[n] = v;
     }
     proxy.closeAllConnections();
-    await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    await new Promise<void>((resolve) => proxy.close(() => { resolve(); }));
   });
 
   test('the origin is reached directly and the proxy sees nothing', async () => {

@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net, { type AddressInfo } from 'node:net';
+import { inspect } from 'node:util';
 import { Agent } from 'undici';
 import { createGuardedConnector, type Resolver } from '../../src/download/guarded-connector.ts';
 import { FastImageCacheError, type ErrorCode } from '../../src/errors.ts';
@@ -28,16 +29,16 @@ before(async () => {
 
 after(async () => {
   await origin.close();
-  await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  await new Promise<void>((resolve) => tcp.close(() => { resolve(); }));
 });
 
 /** A resolver answering from a script, one answer per call, counting calls. */
 function scriptedResolver(...answers: string[][]): Resolver & { calls: number } {
   const resolver = Object.assign(
-    async (_hostname: string) => {
+    () => {
       const answer = answers[Math.min(resolver.calls, answers.length - 1)] ?? [];
       resolver.calls++;
-      return answer.map((address) => ({ address, family: net.isIP(address) }));
+      return Promise.resolve(answer.map((address) => ({ address, family: net.isIP(address) })));
     },
     { calls: 0 },
   );
@@ -67,7 +68,7 @@ function ownError(err: unknown): FastImageCacheError | undefined {
 async function expectCode(work: Promise<unknown>, code: ErrorCode): Promise<void> {
   const err = await work.then(() => undefined, (e: unknown) => e);
   assert.ok(err, `expected ${code}, the request succeeded`);
-  assert.equal(ownError(err)?.code, code, `expected ${code}, got ${String(err)}`);
+  assert.equal(ownError(err)?.code, code, `expected ${code}, got ${inspect(err)}`);
 }
 
 describe('guarded connector', () => {
@@ -148,9 +149,7 @@ describe('guarded connector', () => {
   });
 
   test('DNS failures are origin errors', async () => {
-    const failing: Resolver = async () => {
-      throw Object.assign(new Error('getaddrinfo ENOTFOUND nowhere.test'), { code: 'ENOTFOUND' });
-    };
+    const failing: Resolver = () => Promise.reject(Object.assign(new Error('getaddrinfo ENOTFOUND nowhere.test'), { code: 'ENOTFOUND' }));
     const agent = agentWith(failing);
     try {
       await expectCode(agent.request({ origin: 'http://nowhere.test', path: '/', method: 'GET' }), 'origin_error');

@@ -67,8 +67,8 @@ async function startServer(): Promise<Server> {
   const child = spawn(process.execPath, [MAIN, 'serve', '--port', '0', '--workers', '1'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 15_000);
-    child.stderr?.on('data', (chunk: Buffer) => {
+    const timer = setTimeout(() => { reject(new Error(`server did not start: ${stderr}`)); }, 15_000);
+    child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
       const m = /listening on (http:\/\/[\d.:]+)/.exec(stderr);
       if (m) {
@@ -76,7 +76,7 @@ async function startServer(): Promise<Server> {
         resolve(m[1] as string);
       }
     });
-    child.once('exit', (code) => reject(new Error(`server exited (${code}): ${stderr}`)));
+    child.once('exit', (code) => { reject(new Error(`server exited (${code}): ${stderr}`)); });
   });
   return { child, url };
 }
@@ -110,7 +110,10 @@ test('SIGKILL during a burst of cache writes, restart on the same directory: int
   while (completed.length < COUNT / 3) await sleep(2);
   first.child.kill('SIGKILL');
   await Promise.all(burst);
-  await new Promise((resolve) => (first.child.exitCode !== null || first.child.signalCode !== null ? resolve(null) : first.child.once('exit', resolve)));
+  await new Promise((resolve) => {
+    if (first.child.exitCode !== null || first.child.signalCode !== null) resolve(null);
+    else first.child.once('exit', resolve);
+  });
   assert.ok(completed.length < COUNT, 'the kill landed in the middle of the burst');
 
   const second = await startServer();
@@ -137,7 +140,7 @@ test('SIGKILL during a burst of cache writes, restart on the same directory: int
     }
     assert.equal(status?.indexReady, true);
     const real = onDisk();
-    assert.deepEqual({ entries: status?.entries, bytes: status?.bytes }, real, 'the rebuilt index accounts for exactly what is on disk');
+    assert.deepEqual({ entries: status.entries, bytes: status.bytes }, real, 'the rebuilt index accounts for exactly what is on disk');
 
     let hits = 0;
     for (let i = 0; i < COUNT; i++) {

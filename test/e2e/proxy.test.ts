@@ -180,7 +180,7 @@ describe('serving and caching', () => {
     }
   });
 
-  test('cache directory is 0700 and entry files 0600', async () => {
+  test('cache directory is 0700 and entry files 0600', () => {
     assert.equal(statSync(proxy.cacheDir).mode & 0o777, 0o700);
     const files = entryFiles(proxy.cacheDir);
     assert.ok(files.length > 0);
@@ -429,7 +429,7 @@ describe('origin failures', () => {
       origin.handle('/drip.jpg', (_req, res) => {
         res.writeHead(200, { 'Content-Type': 'image/jpeg' });
         const timer = setInterval(() => res.write(Buffer.from([0xff])), 50);
-        res.on('close', () => clearInterval(timer));
+        res.on('close', () => { clearInterval(timer); });
       });
       const started = Date.now();
       await expectError(await fetch(dir.proxy.signedUrl(`${origin.url}/slow.jpg`)), 504, 'origin_timeout');

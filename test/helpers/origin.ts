@@ -97,7 +97,7 @@ export async function startOrigin(): Promise<Origin> {
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, '127.0.0.1', () => { resolve(); });
   });
   const port = (server.address() as AddressInfo).port;
 
@@ -227,7 +227,7 @@ export async function startOrigin(): Promise<Origin> {
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => { resolve(); }));
     },
   };
   return origin;

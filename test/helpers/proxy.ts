@@ -40,7 +40,8 @@ export async function startProxy(overrides: Record<string, unknown> = {}): Promi
   const tmp = makeTempDir('fic-proxy-');
   // Keys are secrets, so they come in through the environment, as an operator would set them.
   const keys = Array.isArray(overrides.key) ? (overrides.key as string[]).join(',') : TEST_KEY_HEX;
-  const { key: _ignored, ...settings } = overrides;
+  const settings = { ...overrides };
+  delete settings.key;
   const { config } = loadConfig({
     env: { HOME: tmp.dir, FASTIMAGECACHE_KEY: keys },
     overrides: { ...testSettings(tmp.dir), ...settings },

@@ -46,7 +46,7 @@ export async function startRedis(): Promise<RedisServer> {
     });
     await new Promise<void>((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${out}`)), 10_000);
+      const timer = setTimeout(() => { reject(new Error(`redis-server did not start: ${out}`)); }, 10_000);
       child?.stdout?.on('data', (chunk: Buffer) => {
         out += chunk.toString();
         if (out.includes('Ready to accept connections')) {

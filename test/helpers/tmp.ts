@@ -5,5 +5,5 @@ import { join } from 'node:path';
 /** A fresh private temp directory, removed by the returned cleanup. */
 export function makeTempDir(prefix = 'fic-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return { dir, cleanup: () => { rmSync(dir, { recursive: true, force: true }); } };
 }

@@ -43,10 +43,12 @@ describe('sniffImageType', () => {
   });
 
   test('reads a view into a larger buffer at its own offset', () => {
-    const png = generated.get('png')!;
+    const png = generated.get('png');
+    assert.ok(png);
     const backing = Buffer.concat([ascii('<html>junk'), png]);
     assert.equal(sniffImageType(backing.subarray(10))?.format, 'png');
-    const avif = generated.get('avif')!;
+    const avif = generated.get('avif');
+    assert.ok(avif);
     const shifted = Buffer.concat([Buffer.alloc(3), avif]).subarray(3);
     assert.equal(sniffImageType(shifted)?.format, 'avif');
   });
@@ -138,7 +140,9 @@ describe('sniffImageType', () => {
   });
 
   test('accepts a plain Uint8Array, not only a Buffer', () => {
-    const png = new Uint8Array(generated.get('png')!);
+    const generatedPng = generated.get('png');
+    assert.ok(generatedPng);
+    const png = new Uint8Array(generatedPng);
     assert.equal(sniffImageType(png)?.format, 'png');
   });
 });

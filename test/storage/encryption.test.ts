@@ -59,7 +59,7 @@ test('round trip with AES-256-GCM; the raw files contain neither the image bytes
   await storage.write(idOf(storage, e), storage.prepare(e));
   const back = await storage.read(idOf(storage, e));
   assert.deepEqual(back?.meta, e.meta);
-  assert.ok(back?.body.equals(body));
+  assert.ok(back.body.equals(body));
   assert.deepEqual(await storage.readMeta(idOf(storage, e)), e.meta);
 
   const needles = [body.subarray(8, 40), Buffer.from('PLAINTEXT-MARKER'), Buffer.from('holiday-photo'), Buffer.from('images.example.com'), Buffer.from('secret-etag'), Buffer.from('image/png')];

@@ -27,7 +27,7 @@ test('round trip keeps metadata and body exactly', () => {
   const entry = sampleEntry();
   const decoded = decodeEntry(encodeEntry(entry));
   assert.deepEqual(decoded?.meta, entry.meta);
-  assert.ok(decoded?.body.equals(entry.body));
+  assert.ok(decoded.body.equals(entry.body));
 });
 
 test('round trip of an empty body and a large body', () => {

@@ -1,0 +1,76 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { CacheIndexApi } from '../../src/cache/cache-index.ts';
+import { IpcRpc, type IpcEndpoint } from '../../src/cli/ipc-rpc.ts';
+import { RemoteCacheIndex, cacheIndexHandlers } from '../../src/cli/remote-cache-index.ts';
+import { silentLogger } from '../../src/log.ts';
+
+/** Two ends of an IPC channel in one process: what one sends, the other receives on a later turn. */
+function channel(): { worker: IpcEndpoint; primary: IpcEndpoint; sent: unknown[] } {
+  const a = new EventEmitter();
+  const b = new EventEmitter();
+  const sent: unknown[] = [];
+  const end = (self: EventEmitter, other: EventEmitter): IpcEndpoint => ({
+    send: (message) => {
+      sent.push(message);
+      setImmediate(() => other.emit('message', structuredClone(message)));
+      return true;
+    },
+    on: (event, listener) => self.on(event, listener),
+    off: (event, listener) => self.off(event, listener),
+  });
+  return { worker: end(a, b), primary: end(b, a), sent };
+}
+
+/** The primary's index, reduced to what touches do: the order it was told about uses. */
+function touchLog(): { index: CacheIndexApi; touched: string[] } {
+  const touched: string[] = [];
+  const unused = () => Promise.reject(new Error('not used here'));
+  const index = {
+    touch: (id: string) => {
+      touched.push(id);
+      return Promise.resolve();
+    },
+    reserve: unused,
+    commit: unused,
+    release: unused,
+    remove: unused,
+    clear: unused,
+    stats: unused,
+  } as unknown as CacheIndexApi;
+  return { index, touched };
+}
+
+const calls = (sent: unknown[]) => sent.filter((m) => (m as { ficRpc?: string }).ficRpc === 'call') as Array<{ method: string }>;
+
+test('hits touch the primary index in batches, not one IPC call per hit, most recent use last', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { worker, primary, sent } = channel();
+  const { index, touched } = touchLog();
+  new IpcRpc(primary, cacheIndexHandlers(index));
+  const remote = new RemoteCacheIndex(new IpcRpc(worker, {}), silentLogger());
+
+  for (let i = 0; i < 300; i++) await remote.touch(['a', 'b', 'c'][i % 3] as string);
+  await remote.touch('a');
+  await nextTurn();
+  assert.equal(calls(sent).length, 0, 'nothing is sent before the batch is due');
+
+  t.mock.timers.tick(250);
+  for (let i = 0; i < 5 && touched.length === 0; i++) await nextTurn();
+  assert.deepEqual(calls(sent).map((c) => c.method), ['index.touchMany']);
+  assert.deepEqual(touched, ['b', 'c', 'a']);
+});
+
+test('a large batch is sent at once, without waiting for the timer', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { worker, primary, sent } = channel();
+  const { index, touched } = touchLog();
+  new IpcRpc(primary, cacheIndexHandlers(index));
+  const remote = new RemoteCacheIndex(new IpcRpc(worker, {}), silentLogger());
+  for (let i = 0; i < 1024; i++) await remote.touch(`id-${i}`);
+  for (let i = 0; i < 5 && touched.length === 0; i++) await nextTurn();
+  assert.equal(calls(sent).length, 1);
+  assert.equal(touched.length, 1024);
+});
