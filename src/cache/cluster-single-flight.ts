@@ -2,6 +2,7 @@ import { FastImageCacheError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { RedisConnection } from '../storage/redis/connection.ts';
 import type { DistributedLock, LockHandle } from './distributed-lock.ts';
+import { parseJsonRecord } from './pubsub-message.ts';
 
 export interface ClusterFlightSteps<T> {
   /** Looks for the result another node already made (the shared tier); undefined if it is not there. */
@@ -186,14 +187,9 @@ export class ClusterSingleFlight {
 }
 
 function parseFlightDone(raw: string): FlightDone | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(raw);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const { key, outcome, code } = value as Record<string, unknown>;
+  const value = parseJsonRecord(raw);
+  if (!value) return undefined;
+  const { key, outcome, code } = value;
   if (typeof key !== 'string' || (outcome !== 'shared' && outcome !== 'unshared' && outcome !== 'failed')) return undefined;
   if (code !== undefined && !(typeof code === 'string' && SHAREABLE_CODES.has(code as ErrorCode))) return undefined;
   return code === undefined ? { key, outcome } : { key, outcome, code: code as ErrorCode };

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.ts';
 import type { RedisConnection } from '../storage/redis/connection.ts';
+import { parseJsonRecord } from './pubsub-message.ts';
 
 /** What a purge removes: every cached variant of one source (by its cache key: no URL travels through Redis), or everything. */
 export type PurgeMessage = { kind: 'source'; sourceKey: string } | { kind: 'all' };
@@ -109,14 +110,9 @@ export function announcePurge(connection: RedisConnection, message: PurgeMessage
 }
 
 function parsePurge(raw: string): { from: string; message: PurgeMessage } | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(raw);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const { from, kind, sourceKey } = value as Record<string, unknown>;
+  const value = parseJsonRecord(raw);
+  if (!value) return undefined;
+  const { from, kind, sourceKey } = value;
   if (typeof from !== 'string') return undefined;
   if (kind === 'all') return { from, message: { kind: 'all' } };
   if (kind === 'source' && typeof sourceKey === 'string' && /^[0-9a-f]{16,128}$/.test(sourceKey)) return { from, message: { kind: 'source', sourceKey } };

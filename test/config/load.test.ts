@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { chmodSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { loadConfig, redactConfig, resolveSigningKeys, envNameFor } from '../../src/config/index.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { expectConfigError, writeFileWithMode } from '../helpers/config-files.ts';
 import { makeTempDir } from '../helpers/tmp.ts';
 
 const tmp = makeTempDir();
@@ -11,22 +11,8 @@ after(tmp.cleanup);
 const KEY_HEX = 'a'.repeat(64); // 32 bytes
 const baseEnv = { HOME: tmp.dir };
 
-function write(name: string, text: string, mode = 0o600): string {
-  const path = join(tmp.dir, name);
-  writeFileSync(path, text, { mode });
-  chmodSync(path, mode);
-  return path;
-}
-
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected a ConfigError');
-}
+const write = (name: string, text: string, mode?: number): string => writeFileWithMode(tmp.dir, name, text, mode);
+const configError = expectConfigError;
 
 describe('defaults', () => {
   test('secure defaults and XDG paths', () => {

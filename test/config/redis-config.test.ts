@@ -1,32 +1,16 @@
 import assert from 'node:assert/strict';
-import { chmodSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { loadConfig, redactConfig } from '../../src/config/index.ts';
 import { resolveRedisUrl } from '../../src/config/redis-url.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { expectConfigError, writeFileWithMode } from '../helpers/config-files.ts';
 import { makeTempDir } from '../helpers/tmp.ts';
 
 const tmp = makeTempDir();
 after(tmp.cleanup);
 const baseEnv = { HOME: tmp.dir };
 
-function write(name: string, text: string, mode = 0o600): string {
-  const path = join(tmp.dir, name);
-  writeFileSync(path, text, { mode });
-  chmodSync(path, mode);
-  return path;
-}
-
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected a ConfigError');
-}
+const write = (name: string, text: string, mode?: number): string => writeFileWithMode(tmp.dir, name, text, mode);
+const configError = expectConfigError;
 
 test('Redis is off by default, with secure bounded defaults', () => {
   const { config } = loadConfig({ env: baseEnv });
