@@ -8,11 +8,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Loader } from '../../src/cache/cache-manager.ts';
 import { createDownloader } from '../../src/download/downloader.ts';
-import type { DownloadPolicy } from '../../src/download/types.ts';
 import { verifyImage } from '../../src/image/verify.ts';
 import { createLogger, silentLogger, type Logger } from '../../src/log.ts';
 import { FsStorage } from '../../src/storage/fs-storage.ts';
 import type { EntryId, PreparedEntry, StorageBackend } from '../../src/storage/types.ts';
+import { loopbackPolicy } from '../helpers/download-policy.ts';
 
 export interface ManualClock {
   now: () => number;
@@ -26,20 +26,7 @@ export function manualClock(start = Date.UTC(2030, 0, 1)): ManualClock {
 
 /** The loader the composition root builds (fetch, 304 pass-through, real image check), allowed to reach 127.0.0.1. */
 export function realLoader(logger: Logger = silentLogger()): { loader: Loader; close: () => Promise<void> } {
-  const policy: DownloadPolicy = {
-    allowHttp: true,
-    allowedPorts: '*',
-    allowedHosts: [],
-    deniedHosts: [],
-    allowPrivateNetworks: false,
-    allowedPrivateRanges: ['127.0.0.1/32'],
-    maxRedirects: 3,
-    maxBytes: 5 * 1024 * 1024,
-    connectTimeoutMs: 2000,
-    headersTimeoutMs: 2000,
-    totalTimeoutMs: 5000,
-    userAgent: 'fastimagecache-test',
-  };
+  const policy = loopbackPolicy({ maxBytes: 5 * 1024 * 1024 });
   const downloader = createDownloader(policy, logger);
   const loader: Loader = async ({ url, conditional }) => {
     const fetched = await downloader.fetch({ url: new URL(url), ...(conditional ? { conditional } : {}) });

@@ -5,6 +5,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { makeTempDir } from '../helpers/tmp.ts';
+import { waitForBanner } from '../helpers/serve-banner.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'src', 'cli', 'main.ts');
@@ -110,20 +111,9 @@ test('serve: first start with embedded defaults creates the cache and key privat
     env: cleanEnv({ HOME: home, XDG_CACHE_HOME: xdgCache, FASTIMAGECACHE_LOG_LEVEL: 'warn' }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`no banner: ${stderr}`)); }, 15_000);
-    child.stderr.on('data', (chunk: string) => {
-      stderr += chunk;
-      const m = /listening on (http:\/\/[^\s]+)/.exec(stderr);
-      if (m?.[1] && /sign a URL/.test(stderr)) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    child.once('exit', (code) => { reject(new Error(`exited ${String(code)}: ${stderr}`)); });
-  });
+  const banner = await waitForBanner(child, 15_000);
+  const { url } = banner;
+  const stderr = banner.stderr();
   try {
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
     const cacheDir = join(xdgCache, 'fastimagecache');

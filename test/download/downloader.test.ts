@@ -8,25 +8,11 @@ import type { Downloader, DownloadPolicy, FetchRequest } from '../../src/downloa
 import { FastImageCacheError, type ErrorCode } from '../../src/errors.ts';
 import { silentLogger } from '../../src/log.ts';
 import { startOrigin, type Origin } from '../helpers/origin.ts';
+import { loopbackPolicy } from '../helpers/download-policy.ts';
+import { expectRefusal } from '../helpers/refusal.ts';
 
 /** The loopback origin let through explicitly, as an operator would have to. */
-function localPolicy(overrides: Partial<DownloadPolicy> = {}): DownloadPolicy {
-  return {
-    allowHttp: true,
-    allowedPorts: '*',
-    allowedHosts: [],
-    deniedHosts: [],
-    allowPrivateNetworks: false,
-    allowedPrivateRanges: ['127.0.0.1/32'],
-    maxRedirects: 3,
-    maxBytes: 64 * 1024,
-    connectTimeoutMs: 2000,
-    headersTimeoutMs: 2000,
-    totalTimeoutMs: 5000,
-    userAgent: 'fastimagecache-test/1.0',
-    ...overrides,
-  };
-}
+const localPolicy = loopbackPolicy;
 
 let origin: Origin;
 const downloaders: Downloader[] = [];
@@ -39,17 +25,6 @@ function downloader(overrides: Partial<DownloadPolicy> = {}): Downloader {
 
 function get(d: Downloader, path: string, extra: Omit<FetchRequest, 'url'> = {}) {
   return d.fetch({ url: new URL(path, origin.url), ...extra });
-}
-
-async function expectRefusal(work: Promise<unknown>, code: ErrorCode): Promise<FastImageCacheError> {
-  try {
-    await work;
-  } catch (err) {
-    assert.ok(err instanceof FastImageCacheError, `expected FastImageCacheError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code} (${err.detail ?? ''})`);
-    return err;
-  }
-  assert.fail(`expected a ${code} refusal, got a result`);
 }
 
 async function timed<T>(work: Promise<T>): Promise<[T, number]> {

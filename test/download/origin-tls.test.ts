@@ -4,12 +4,13 @@ import { after, before, describe, test } from 'node:test';
 import { createDownloader } from '../../src/download/downloader.ts';
 import type { OriginTlsConfig } from '../../src/download/tls-options.ts';
 import type { Downloader, DownloadPolicy } from '../../src/download/types.ts';
-import { ConfigError, FastImageCacheError, type ErrorCode } from '../../src/errors.ts';
+import { ConfigError } from '../../src/errors.ts';
 import { createLogger, silentLogger, type Logger } from '../../src/log.ts';
 import { startProxy } from '../helpers/proxy.ts';
 import { hasOpenssl, makeTestPki, startHttpsOrigin, type HttpsOrigin, type TestPki } from '../helpers/tls-certs.ts';
 import { makeImage } from '../helpers/images.ts';
 import { makeTempDir } from '../helpers/tmp.ts';
+import { expectRefusal } from '../helpers/refusal.ts';
 
 const skip = hasOpenssl() ? false : 'openssl is not installed: cannot make the test certificates';
 
@@ -46,16 +47,7 @@ function capturingLogger(): { logger: Logger; lines: () => Array<Record<string, 
   };
 }
 
-async function refusal(work: Promise<unknown>, code: ErrorCode): Promise<FastImageCacheError> {
-  try {
-    await work;
-  } catch (err) {
-    assert.ok(err instanceof FastImageCacheError, `expected FastImageCacheError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code} (${err.detail ?? ''})`);
-    return err;
-  }
-  assert.fail(`expected ${code}, got a result`);
-}
+const refusal = expectRefusal;
 
 describe('per-origin TLS: extra CA and SPKI pinning', { skip }, () => {
   const tmp = makeTempDir('fic-tls-');

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { TEST_KEY_HEX } from '../helpers/proxy.ts';
+import { waitForBanner } from '../helpers/serve-banner.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'src', 'cli', 'main.ts');
@@ -36,36 +37,20 @@ export async function spawnServe(home: string, args: string[], env: Record<strin
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stderr = '';
   let stdout = '';
-  child.stderr.setEncoding('utf8');
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (chunk: string) => {
     stdout += chunk;
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code); }));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`no banner: ${stderr}`)); }, 20_000);
-    child.stderr.on('data', (chunk: string) => {
-      stderr += chunk;
-      const m = /listening on (http:\/\/[^\s]+)/.exec(stderr);
-      if (m?.[1] && /sign a URL/.test(stderr)) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`exited ${String(code)}: ${stderr}`));
-    });
-  });
-  const adminUrl = /admin: +(http:\/\/[^\s]+)/.exec(stderr)?.[1];
+  const { url, stderr } = await waitForBanner(child, 20_000);
+  const adminUrl = /admin: +(http:\/\/[^\s]+)/.exec(stderr())?.[1];
   return {
     child,
     url,
     adminUrl,
     exited,
-    stderr: () => stderr,
+    stderr,
     logs: () =>
       stdout
         .split('\n')
