@@ -10,7 +10,7 @@ import { startServer, type RunningServer } from './http-server.ts';
 import { routeLabel, type Metrics } from './metrics.ts';
 import { redactConfig } from '../config/index.ts';
 import type { ProxyService, PurgeTarget, ReloadOutcome } from './proxy-service.ts';
-import { SECURITY_HEADERS, sendError } from './responses.ts';
+import { sendError, sendJson } from './responses.ts';
 
 /** What the admin API acts on: one process, or (in the cluster primary) every worker. */
 export interface AdminBackend {
@@ -93,17 +93,6 @@ export async function auditedReload(
   return outcome;
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string): void {
-  const text = `${JSON.stringify(body, null, 2)}\n`;
-  res.writeHead(status, {
-    ...SECURITY_HEADERS,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(text),
-    'Cache-Control': 'no-store',
-    'X-Request-Id': requestId,
-  });
-  res.end(text);
-}
 
 async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
@@ -179,11 +168,11 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
     switch (pathname) {
       case '/admin/stats':
         expect('GET');
-        sendJson(res, 200, await backend.stats(), requestId);
+        sendJson(res, 200, await backend.stats(), requestId, { pretty: true });
         return;
       case '/admin/config':
         expect('GET');
-        sendJson(res, 200, backend.config(), requestId);
+        sendJson(res, 200, backend.config(), requestId, { pretty: true });
         return;
       case '/admin/purge': {
         expect('POST');
@@ -193,7 +182,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
           const result = await backend.purge(target);
           await audit.record({ actor, action: 'purge', outcome: 'ok', target: shownTarget });
           logger.info({ reqId: requestId, actor, target: shownTarget, removed: result.removed }, 'admin purge');
-          sendJson(res, 200, result, requestId);
+          sendJson(res, 200, result, requestId, { pretty: true });
         } catch (err) {
           await audit.record({ actor, action: 'purge', outcome: 'failed', target: shownTarget, reason: (err as Error).message });
           throw err;
@@ -203,7 +192,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
       case '/admin/reload': {
         expect('POST');
         const outcome = await auditedReload(() => backend.reload(), actor, audit, metrics);
-        sendJson(res, outcome.outcome === 'applied' ? 200 : 422, outcome, requestId);
+        sendJson(res, outcome.outcome === 'applied' ? 200 : 422, outcome, requestId, { pretty: true });
         return;
       }
       case '/metrics': {

@@ -6,7 +6,7 @@ import { rateLimitKey } from './client-address.ts';
 import { routeLabel, type Metrics } from './metrics.ts';
 import type { ClientRateLimiter } from './rate-limit.ts';
 import type { Readiness } from './readiness.ts';
-import { SECURITY_HEADERS, sendError, sendText } from './responses.ts';
+import { sendError, sendJson, sendText } from './responses.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -66,17 +66,6 @@ export function observeResponse(res: ServerResponse, route: string, metrics: Met
   });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string, head: boolean): void {
-  const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, {
-    ...SECURITY_HEADERS,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(text),
-    'Cache-Control': 'no-store',
-    'X-Request-Id': requestId,
-  });
-  res.end(head ? undefined : text);
-}
 
 /**
  * The main listener's first stop, before the image handler: URL length
@@ -114,7 +103,7 @@ export function createFrontDoor(options: FrontDoorOptions): Handler {
       const requestId = randomUUID();
       readiness
         .report()
-        .then((report) => { sendJson(res, report.ready ? 200 : 503, report, requestId, head); })
+        .then((report) => { sendJson(res, report.ready ? 200 : 503, report, requestId, { head }); })
         .catch((err: unknown) => sendError(res, err, requestId, head));
       return;
     }

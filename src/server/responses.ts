@@ -12,30 +12,47 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
 /** A refusal: status, stable code, generic message. Details stay in the log. */
 export function sendError(res: ServerResponse, err: unknown, requestId: string, head = false): FastImageCacheError {
   const error = toFastImageCacheError(err);
-  const body = JSON.stringify(error.toJSON());
-  if (!res.headersSent) {
-    res.writeHead(error.status, {
-      ...SECURITY_HEADERS,
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': Buffer.byteLength(body),
-      'Cache-Control': 'no-store',
-      'X-Request-Id': requestId,
-      ...(error.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(Math.max(1, Math.ceil(error.retryAfterSeconds))) }),
-    });
-  }
-  res.end(head ? undefined : body);
+  const retryAfter: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(Math.max(1, Math.ceil(error.retryAfterSeconds))) };
+  sendUncached(res, error.status, JSON_TYPE, JSON.stringify(error.toJSON()), requestId, head, retryAfter);
   return error;
 }
 
-export function sendText(res: ServerResponse, status: number, text: string, requestId: string, head = false): void {
-  res.writeHead(status, {
-    ...SECURITY_HEADERS,
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(text),
-    'Cache-Control': 'no-store',
-    'X-Request-Id': requestId,
-  });
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/**
+ * A small generated answer (error, status page, JSON report) that no cache may keep.
+ * Once headers are out (a failure mid-stream) only the end is sent.
+ */
+function sendUncached(
+  res: ServerResponse,
+  status: number,
+  contentType: string,
+  text: string,
+  requestId: string,
+  head: boolean,
+  extraHeaders: Record<string, string> = {},
+): void {
+  if (!res.headersSent) {
+    res.writeHead(status, {
+      ...SECURITY_HEADERS,
+      'Content-Type': contentType,
+      'Content-Length': Buffer.byteLength(text),
+      'Cache-Control': 'no-store',
+      'X-Request-Id': requestId,
+      ...extraHeaders,
+    });
+  }
   res.end(head ? undefined : text);
+}
+
+export function sendText(res: ServerResponse, status: number, text: string, requestId: string, head = false): void {
+  sendUncached(res, status, 'text/plain; charset=utf-8', text, requestId, head);
+}
+
+/** A JSON report (admin API, /readyz); `pretty` indents it for people reading it with curl. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string, options: { head?: boolean; pretty?: boolean } = {}): void {
+  const text = `${JSON.stringify(body, null, options.pretty ? 2 : undefined)}\n`;
+  sendUncached(res, status, JSON_TYPE, text, requestId, options.head ?? false);
 }
 
 /** True if an If-None-Match header matches the entity tag (weak comparison, as RFC 9110 says for this header). */

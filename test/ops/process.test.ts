@@ -12,16 +12,6 @@ import { TEST_KEY } from './service-helper.ts';
 const ADMIN_TOKEN = 'process-test-admin-token-0123';
 
 /** Serves `body` as a PNG `delayMs` after the request arrives. */
-function slow(origin: Origin, path: string, body: Buffer, delayMs: number): void {
-  origin.handle(path, (_req, res) => {
-    const timer = setTimeout(() => {
-      res.writeHead(200, { 'Content-Type': 'image/png', 'Content-Length': body.length });
-      res.end(body);
-    }, delayMs);
-    res.once('close', () => { clearTimeout(timer); });
-  });
-}
-
 let origin: Origin;
 let png: Buffer;
 const tmp = makeTempDir('fic-process-');
@@ -39,7 +29,7 @@ describe('one process', () => {
     const home = join(tmp.dir, 'term');
     const server = await spawnServe(home, ['--workers', '1'], { FASTIMAGECACHE_SERVER_SHUTDOWN_GRACE_MS: '5000' });
     try {
-      slow(origin, '/in-flight.png', png, 700);
+      origin.slowHeaders('/in-flight.png', 700, png);
       const pending = fetch(server.url + buildImagePath(TEST_KEY, `${origin.url}/in-flight.png`));
       await eventually(() => (origin.hits('/in-flight.png') === 1 ? true : undefined), 10_000, 'the origin request');
       server.child.kill('SIGTERM');
@@ -139,7 +129,7 @@ describe('workers', () => {
     };
     try {
       assert.match(server.stderr(), /workers: +2 processes/);
-      slow(origin, '/cold.png', png, 400);
+      origin.slowHeaders('/cold.png', 400, png);
       const url = server.url + buildImagePath(TEST_KEY, `${origin.url}/cold.png`);
       // Separate connections, so the cluster spreads them over both workers.
       const responses = await Promise.all(

@@ -18,16 +18,6 @@ async function get(url: string): Promise<{ status: number; error?: string; retry
 }
 
 /** Serves `body` as a PNG after `delayMs`. */
-function delayed(origin: Origin, path: string, body: Buffer, delayMs: number): void {
-  origin.handle(path, (_req, res) => {
-    const timer = setTimeout(() => {
-      res.writeHead(200, { 'Content-Type': 'image/png', 'Content-Length': body.length });
-      res.end(body);
-    }, delayMs);
-    res.once('close', () => { clearTimeout(timer); });
-  });
-}
-
 function failing(origin: Origin, path: string, status: number): void {
   origin.handle(path, (_req, res) => {
     res.writeHead(status, { 'Content-Type': 'text/plain' });
@@ -66,7 +56,7 @@ describe('origin fetch limits', () => {
   });
 
   test('beyond the per-host slot and its queue: 503 overloaded with Retry-After; the queued one is served', async () => {
-    for (const name of ['a', 'b', 'c']) delayed(origin, `/${name}.png`, png, 300);
+    for (const name of ['a', 'b', 'c']) origin.slowHeaders(`/${name}.png`, 300, png);
     const running = get(proxy.signedUrl(`${origin.url}/a.png`));
     await sleep(50);
     const queued = get(proxy.signedUrl(`${origin.url}/b.png`));
@@ -87,10 +77,10 @@ describe('origin fetch limits', () => {
 
   test('beyond the global slots and the global queue: 503 overloaded', async () => {
     const hosts = [origin, other];
-    for (const o of hosts) for (const name of ['g1', 'g2']) delayed(o, `/${name}.png`, png, 300);
+    for (const o of hosts) for (const name of ['g1', 'g2']) o.slowHeaders(`/${name}.png`, 300, png);
     const third = await startOrigin();
     try {
-      delayed(third, '/g3.png', png, 300);
+      third.slowHeaders('/g3.png', 300, png);
       // Two run (one per host), the third host's fetch queues globally, the fourth finds the queue full.
       const a = get(proxy.signedUrl(`${origin.url}/g1.png`));
       const b = get(proxy.signedUrl(`${other.url}/g1.png`));
@@ -165,7 +155,7 @@ describe('per-origin circuit breaker', () => {
 
     await sleep(COOLDOWN_MS + 50);
     // Half-open: the first request is the single probe; another one waits for its verdict.
-    delayed(origin, '/probe.png', png, 250);
+    origin.slowHeaders('/probe.png', 250, png);
     origin.serve('/waiter.png', png, { contentType: 'image/png' });
     const probe = get(proxy.signedUrl(`${origin.url}/probe.png`));
     await sleep(60);
