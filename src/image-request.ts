@@ -1,6 +1,6 @@
 import type { CacheManager, CacheResult } from './cache/index.ts';
 import { FastImageCacheError } from './errors.ts';
-import type { ImageProcessor, VariantPlan } from './image/processor.ts';
+import { CLEANED_SOURCE_VARIANT, type ImageProcessor, type VariantPlan } from './image/processor.ts';
 
 /**
  * One image request against the cache: the variant made from the cached
@@ -32,6 +32,22 @@ export async function getImageVariant(
       }),
     )
     .catch(dropIfBroken);
+  if (plan.id === '_' && images.needsPassthroughClean(result.body)) {
+    // Stored for transforms (profile and orientation kept): passthrough serves its cleaned variant.
+    return images
+      .forRequest(plan, () =>
+        cache.get({
+          sourceUrl,
+          variant: CLEANED_SOURCE_VARIANT,
+          transform: (source) =>
+            images.cleanForPassthrough(source.body, source.meta.sha256).catch((err: unknown) => {
+              brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';
+              throw err;
+            }),
+        }),
+      )
+      .catch(dropIfBroken);
+  }
   if (plan.id === '_') {
     await images.ensureDecoded(result.body, result.sha256).catch((err: unknown) => {
       brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';

@@ -1,17 +1,20 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { ConfigError, FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { acceptedFormats, resolveVariant, SOURCE_VARIANT, variantId, type Variant } from './negotiate.ts';
 import { normalizeOptions, type OptionRules, type PresetDefinition } from './options.ts';
 import { sniffImageType } from './sniff.ts';
+import { carriesTransformOnlyMetadata } from './strip-metadata.ts';
 import { looksLikeSvg, rasterizeSvg } from './svg.ts';
 import { cleanSource, transformImage, type TransformSettings } from './transform.ts';
 import { defaultTransformConcurrency, TransformQueue } from './transform-queue.ts';
 import type { ImageFormat } from './types.ts';
 import { inspectImage, verifyImage } from './verify.ts';
 
+/** Variant id of a source cleaned for passthrough (see needsPassthroughClean); no options string spells it. */
+export const CLEANED_SOURCE_VARIANT = 'src:clean';
 /** Bump when transform code changes the bytes it makes, so stored variants are made again. */
 const TRANSFORM_VERSION = 1;
 /** Sources known to decode, remembered by SHA-256 (about 100 bytes each). */
@@ -62,6 +65,8 @@ export class ImageProcessor {
   readonly #decoded = new Set<string>();
   /** Decodes running now, by SHA-256: a stampede on a source not yet decoded here (read from disk) decodes it once. */
   readonly #decoding = new Map<string, Promise<void>>();
+  /** Headers read while preparing sources, by the very buffer stored (gone with it). */
+  readonly #headers = new WeakMap<Buffer, Metadata>();
 
   constructor(settings: ImageProcessorSettings) {
     checkPresets(settings);
@@ -107,12 +112,14 @@ export class ImageProcessor {
    * A fetched source, checked: SVG rasterized to PNG (or refused), then the
    * type from the magic bytes, the input format switches, the pixel and frame
    * limits from the header, JPEG completeness, and a full decode. Returns what
-   * the cache stores: with stripMetadata, the cleaned image (metadata never
-   * reaches the disk), which is also what passthrough (`_`) serves.
+   * the cache stores: with stripMetadata, the cleaned image (EXIF, XMP, IPTC
+   * never reach the disk), which is also what passthrough (`_`) serves.
    *
    * Fetched for a variant, the pixels are not decoded here: the transform
    * that follows decodes them anyway, so a cold resize decodes once. Until a
    * transform or ensureDecoded() has decoded it, passthrough will not serve it.
+   * A JPEG fetched for a variant also keeps its colour profile and
+   * orientation rather than being re-encoded (see needsPassthroughClean).
    */
   async prepareSource(body: Buffer): Promise<{ body: Buffer; contentType: string }> {
     const s = this.#settings;
@@ -126,11 +133,37 @@ export class ImageProcessor {
     const forVariant = (this.#request.getStore()?.id ?? SOURCE_VARIANT) !== SOURCE_VARIANT;
     const checks = { allowedFormats: allowed, maxPixels: s.maxSourcePixels, maxFrames: s.maxSourceFrames };
     return this.queue.run(async () => {
-      const image = forVariant ? await inspectImage(bytes, checks) : await verifyImage(bytes, checks);
-      const stored = s.stripMetadata ? await cleanSource(bytes, this.#transformSettings()) : { body: bytes, contentType: image.mime };
-      if (!forVariant) this.#rememberDecoded(sha256(stored.body));
-      return stored;
+      if (!forVariant) {
+        const image = await verifyImage(bytes, checks);
+        const stored = s.stripMetadata ? await cleanSource(bytes, this.#transformSettings(), 'serve') : { body: bytes, contentType: image.mime };
+        this.#rememberDecoded(sha256(stored.body));
+        return { body: stored.body, contentType: stored.contentType };
+      }
+      const image = await inspectImage(bytes, checks);
+      const stored = s.stripMetadata
+        ? await cleanSource(bytes, this.#transformSettings(), 'transform', image.header)
+        : { body: bytes, contentType: image.mime, header: image.header };
+      // The transform that follows gets this very buffer from the cache: it need not read the header again.
+      if (stored.header !== undefined) this.#headers.set(stored.body, stored.header);
+      return { body: stored.body, contentType: stored.contentType };
     });
+  }
+
+  /**
+   * True when passthrough must not serve this stored source as it is: it
+   * was fetched for a variant and kept its colour profile and orientation
+   * (cleanSource 'transform'). Passthrough then serves the CLEANED_SOURCE
+   * variant, made by cleanForPassthrough().
+   */
+  needsPassthroughClean(body: Buffer): boolean {
+    return this.#settings.stripMetadata && carriesTransformOnlyMetadata(body);
+  }
+
+  /** The CLEANED_SOURCE variant: the stored source fully cleaned (decoded, so also checked). */
+  async cleanForPassthrough(source: Buffer, sourceSha256: string): Promise<{ body: Buffer; contentType: string }> {
+    const made = await this.queue.run(() => cleanSource(source, this.#transformSettings(), 'serve'));
+    this.#rememberDecoded(sourceSha256);
+    return made;
   }
 
   /**
@@ -185,7 +218,7 @@ export class ImageProcessor {
     if (format !== undefined && !rasterized && !this.#settings.inputFormats.includes(format)) {
       throw new FastImageCacheError('not_an_image', `format ${format} is not allowed (inputFormats)`);
     }
-    const made = await this.queue.run(() => transformImage(source, plan.variant, this.#transformSettings()));
+    const made = await this.queue.run(() => transformImage(source, plan.variant, this.#transformSettings(), this.#headers.get(source)));
     this.#rememberDecoded(sourceSha256 ?? sha256(source));
     return { body: made.body, contentType: made.contentType };
   }

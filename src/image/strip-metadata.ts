@@ -18,7 +18,7 @@ export function stripMetadataLosslessly(buf: Buffer, format: ImageFormat, orient
   try {
     switch (format) {
       case 'jpeg':
-        return stripJpeg(buf);
+        return stripJpeg(buf, { keepIcc: false, orientation: 1 });
       case 'png':
         return stripPng(buf);
       case 'gif':
@@ -33,12 +33,52 @@ export function stripMetadataLosslessly(buf: Buffer, format: ImageFormat, orient
   }
 }
 
+/**
+ * A JPEG source kept only to be transformed: like stripMetadataLosslessly,
+ * except that what the transform still needs stays, so no re-encode is
+ * needed: the ICC profile (the transform converts to sRGB through it) and
+ * the orientation, rewritten as a minimal EXIF block holding that one tag
+ * (no GPS, no camera, no dates). Passthrough must not serve this as it is
+ * (see carriesTransformOnlyMetadata). Undefined when the walker cannot
+ * vouch for the file (CMYK, unusual codings, unknown segments).
+ */
+export function stripJpegForTransforms(buf: Buffer, orientation: number | undefined): Buffer | undefined {
+  try {
+    return stripJpeg(buf, { keepIcc: true, orientation: orientation ?? 1 });
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True for a JPEG that still carries an EXIF block or an ICC profile before
+ * its first scan: what stripJpegForTransforms keeps, and what a cleaned
+ * source never has. Reads segment headers only.
+ */
+export function carriesTransformOnlyMetadata(buf: Buffer): boolean {
+  if (buf.length < 4 || buf.readUInt16BE(0) !== 0xffd8) return false;
+  let pos = 2;
+  while (pos + 4 <= buf.length && buf[pos] === 0xff) {
+    const marker = buf[pos + 1];
+    if (marker === 0xda || marker === 0xd9 || marker === undefined) return false;
+    if (marker === 0xe1 || marker === 0xe2) return true;
+    pos += 2 + buf.readUInt16BE(pos + 2);
+  }
+  return false;
+}
+
 /** Huffman baseline, extended and progressive: what every browser shows. Lossless, arithmetic and hierarchical are re-encoded. */
 const JPEG_FRAMES_OK: ReadonlySet<number> = new Set([0xc0, 0xc1, 0xc2]);
 /** DHT, DQT, DRI. */
 const JPEG_TABLES: ReadonlySet<number> = new Set([0xc4, 0xdb, 0xdd]);
 
-function stripJpeg(buf: Buffer): Buffer | undefined {
+interface JpegKeep {
+  keepIcc: boolean;
+  /** Written back as a one-tag EXIF block when not 1. */
+  orientation: number;
+}
+
+function stripJpeg(buf: Buffer, keep: JpegKeep): Buffer | undefined {
   if (buf.readUInt16BE(0) !== 0xffd8) return undefined;
   const kept: Buffer[] = [buf.subarray(0, 2)];
   let pos = 2;
@@ -50,7 +90,9 @@ function stripJpeg(buf: Buffer): Buffer | undefined {
     if (marker === undefined) return undefined;
     if (marker === 0xd9) {
       kept.push(buf.subarray(pos, pos + 2)); // EOI; anything after it is dropped
-      return sawFrame ? Buffer.concat(kept) : undefined;
+      if (!sawFrame) return undefined;
+      if (keep.orientation !== 1) kept.splice(kept[1]?.[1] === 0xe0 ? 2 : 1, 0, orientationExif(keep.orientation)); // after SOI (and JFIF)
+      return Buffer.concat(kept);
     }
     const length = buf.readUInt16BE(pos + 2);
     const end = pos + 2 + length;
@@ -60,7 +102,8 @@ function stripJpeg(buf: Buffer): Buffer | undefined {
 
     if (JPEG_FRAMES_OK.has(marker)) {
       const components = payload[5];
-      if (sawFrame || (components !== 1 && components !== 3)) return undefined; // CMYK/YCCK need conversion
+      // CMYK/YCCK need conversion to be served; a transform converts them anyway (Adobe segment and profile are kept).
+      if (sawFrame || !(components === 1 || components === 3 || (components === 4 && keep.keepIcc))) return undefined;
       sawFrame = true;
       kept.push(segment);
     } else if (JPEG_TABLES.has(marker)) {
@@ -76,7 +119,8 @@ function stripJpeg(buf: Buffer): Buffer | undefined {
     } else if (marker === 0xee) {
       if (payload.toString('latin1', 0, 5) === 'Adobe') kept.push(segment); // colour transform flag, not metadata
     } else if (marker === 0xe2 && payload.toString('latin1', 0, 12) === 'ICC_PROFILE\0') {
-      return undefined; // colours must be converted to sRGB
+      if (!keep.keepIcc) return undefined; // colours must be converted to sRGB
+      kept.push(segment);
     } else if ((marker >= 0xe1 && marker <= 0xef) || marker === 0xfe) {
       // APP1-APP15 (EXIF, XMP, MPF, IPTC, Ducky…) and COM: dropped
     } else {
@@ -86,6 +130,24 @@ function stripJpeg(buf: Buffer): Buffer | undefined {
   }
 }
 
+/** An APP1 EXIF segment whose only tag is Orientation (big-endian TIFF, one IFD entry). */
+function orientationExif(orientation: number): Buffer {
+  if (!(Number.isInteger(orientation) && orientation >= 2 && orientation <= 8)) throw new RangeError(`orientation ${orientation}`);
+  const b = Buffer.alloc(36);
+  b.writeUInt16BE(0xffe1, 0);
+  b.writeUInt16BE(b.length - 2, 2);
+  b.write('Exif\0\0', 4, 'latin1');
+  b.write('MM', 10, 'latin1');
+  b.writeUInt16BE(42, 12);
+  b.writeUInt32BE(8, 14); // IFD0 right after the header
+  b.writeUInt16BE(1, 18); // one entry:
+  b.writeUInt16BE(0x0112, 20); // Orientation,
+  b.writeUInt16BE(3, 22); // SHORT,
+  b.writeUInt32BE(1, 24); // count 1,
+  b.writeUInt16BE(orientation, 28); // value (left-aligned in the 4-byte field)
+  return b; // next-IFD offset: the zeroed last 4 bytes
+}
+
 /** APP0 "JFIF\0" without an embedded thumbnail. */
 function isPlainJfif(payload: Buffer): boolean {
   return payload.length === 14 && payload.toString('latin1', 0, 5) === 'JFIF\0' && payload[12] === 0 && payload[13] === 0;
@@ -93,8 +155,7 @@ function isPlainJfif(payload: Buffer): boolean {
 
 /** Position of the first marker after entropy-coded data: 0xFF followed by neither 0x00 (stuffing), 0xFF (fill) nor RSTn. */
 function nextMarkerAfterScan(buf: Buffer, pos: number): number {
-  for (let i = pos; i + 1 < buf.length; i++) {
-    if (buf[i] !== 0xff) continue;
+  for (let i = buf.indexOf(0xff, pos); i !== -1 && i + 1 < buf.length; i = buf.indexOf(0xff, i + 1)) {
     const next = buf[i + 1] ?? 0;
     if (next === 0x00 || next === 0xff || (next >= 0xd0 && next <= 0xd7)) continue;
     return i;

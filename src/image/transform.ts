@@ -1,12 +1,12 @@
 import sharp from 'sharp';
-import type { Sharp } from 'sharp';
+import type { Metadata, Sharp } from 'sharp';
 import { FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Variant } from './negotiate.ts';
 import type { OutputFormat } from './options.ts';
 import { MIME_BY_FORMAT, sniffImageType } from './sniff.ts';
 import { sharpError } from './sharp-errors.ts';
-import { stripMetadataLosslessly } from './strip-metadata.ts';
+import { stripJpegForTransforms, stripMetadataLosslessly } from './strip-metadata.ts';
 import type { ImageFormat } from './types.ts';
 
 export interface TransformSettings {
@@ -60,11 +60,17 @@ function keptFormat(source: ImageFormat): OutputFormat {
  * limit together; otherwise the first frame is used. Throws only
  * FastImageCacheError: too_large (limits, timeout), not_an_image (decoding).
  */
-export async function transformImage(source: Buffer, variant: Variant, settings: TransformSettings): Promise<TransformedImage> {
+export async function transformImage(
+  source: Buffer,
+  variant: Variant,
+  settings: TransformSettings,
+  /** sharp's metadata() of `source`, when already read (saves a pass through the thread pool). */
+  knownHeader?: Metadata,
+): Promise<TransformedImage> {
   const sniffed = sniffImageType(source);
   if (sniffed === undefined) throw new FastImageCacheError('not_an_image', 'transform source matches no supported format');
 
-  const header = await run(() => sharp(source, { limitInputPixels: settings.maxSourcePixels }).metadata());
+  const header = knownHeader ?? (await run(() => sharp(source, { limitInputPixels: settings.maxSourcePixels }).metadata()));
   const frames = header.pages ?? 1;
   if (frames > settings.maxSourceFrames) {
     throw new FastImageCacheError('too_large', `${frames} frames, limit ${settings.maxSourceFrames}`);
@@ -92,24 +98,43 @@ export async function transformImage(source: Buffer, variant: Variant, settings:
 const SOURCE_QUALITY: Readonly<Partial<Record<OutputFormat, number>>> = { jpeg: 90, webp: 90, avif: 60 };
 
 /**
+ * What a stored source is for. 'serve': passthrough may serve it, so it is
+ * fully clean. 'transform': it was fetched for a variant, so a JPEG keeps its
+ * ICC profile and orientation (stripJpegForTransforms) instead of being
+ * re-encoded, which costs about as much as the resize itself; passthrough
+ * then serves a cleaned variant of it (ImageProcessor.needsPassthroughClean).
+ */
+export type SourceUse = 'serve' | 'transform';
+
+/**
  * The source as the cache should keep it when metadata is stripped: metadata
  * segments dropped byte for byte where that is enough, else re-encoded in its
  * own format (TIFF as PNG) at high quality with the orientation applied and
  * colours converted to sRGB; animations stay animated. Expects a source that
  * passed inspectImage() or verifyImage(); a re-encode decodes it strictly.
  */
-export async function cleanSource(source: Buffer, settings: TransformSettings): Promise<{ body: Buffer; contentType: string }> {
+export async function cleanSource(
+  source: Buffer,
+  settings: TransformSettings,
+  use: SourceUse = 'serve',
+  /** sharp's metadata() of `source`, when already read. */
+  knownHeader?: Metadata,
+): Promise<{ body: Buffer; contentType: string; header?: Metadata }> {
   const sniffed = sniffImageType(source);
   if (sniffed === undefined) throw new FastImageCacheError('not_an_image', 'source matches no supported format');
-  const header = await run(() => sharp(source, { limitInputPixels: settings.maxSourcePixels }).metadata());
+  const header = knownHeader ?? (await run(() => sharp(source, { limitInputPixels: settings.maxSourcePixels }).metadata()));
 
-  if (header.icc === undefined) {
-    const stripped = stripMetadataLosslessly(source, sniffed.format, header.orientation);
+  const forTransforms = use === 'transform' && sniffed.format === 'jpeg';
+  if (forTransforms || header.icc === undefined) {
+    const stripped = forTransforms
+      ? stripJpegForTransforms(source, header.orientation)
+      : stripMetadataLosslessly(source, sniffed.format, header.orientation);
     if (stripped !== undefined) {
       // The walker keeps every image-data segment; check the result still reads as the same image.
       const check = await run(() => sharp(stripped, { limitInputPixels: settings.maxSourcePixels }).metadata());
-      if (check.format === header.format && check.width === header.width && check.height === header.height) {
-        return { body: stripped, contentType: MIME_BY_FORMAT[sniffed.format] };
+      const sameOrientation = !forTransforms || (check.orientation ?? 1) === (header.orientation ?? 1);
+      if (check.format === header.format && check.width === header.width && check.height === header.height && sameOrientation) {
+        return { body: stripped, contentType: MIME_BY_FORMAT[sniffed.format], header: check };
       }
       settings.logger?.warn({ format: sniffed.format }, 'lossless metadata strip changed the image header; re-encoding instead');
     }

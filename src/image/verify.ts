@@ -50,10 +50,10 @@ export async function verifyImage(buf: Buffer, opts: VerifyImageOptions = {}): P
  * not cut short. For a source about to be transformed anyway: the transform
  * decodes it (failing on the same decoder warnings), so it is decoded once.
  */
-export async function inspectImage(buf: Buffer, opts: VerifyImageOptions = {}): Promise<VerifiedImage> {
+export async function inspectImage(buf: Buffer, opts: VerifyImageOptions = {}): Promise<VerifiedImage & { header: Metadata }> {
   const { sniffed, meta } = await checkHeader(buf, opts);
   checkComplete(buf, sniffed);
-  return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height };
+  return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height, header: meta };
 }
 
 async function checkHeader(buf: Buffer, opts: VerifyImageOptions): Promise<{ image: Sharp; sniffed: SniffedType; meta: Metadata }> {

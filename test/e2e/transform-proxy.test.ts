@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
@@ -46,6 +48,15 @@ function expectRefusal(got: Got, status: number, code: string): void {
   assert.match(got.headers.get('content-type') ?? '', /^application\/json/);
   const body = JSON.parse(got.body.toString('utf8')) as { error: string; message: string };
   assert.equal(body.error, code);
+}
+
+/** Every file under the cache directory, read whole. */
+async function readCacheFiles(dir: string): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (e.isFile()) out.push(await readFile(path.join(e.parentPath, e.name)));
+  }
+  return out;
 }
 
 async function size(body: Buffer): Promise<[number, number, string | undefined]> {
@@ -216,6 +227,43 @@ describe('safety', () => {
     } finally {
       await keeping.close();
     }
+  });
+
+  test('a JPEG fetched for a variant keeps only its profile and orientation on disk; passthrough then serves it cleaned', async () => {
+    // 400 x 300 stored, shown 300 x 400 (orientation 6), a Display P3 profile, GPS and a copyright in EXIF.
+    const tagged = await sharp(photo)
+      .withIccProfile('p3')
+      .withExif({ IFD0: { Copyright: 'SECRET-OWNER' }, IFD3: { GPSLatitudeRef: 'N', GPSLatitude: '48/1 51/1 30/1' } })
+      .withMetadata({ orientation: 6 })
+      .jpeg()
+      .toBuffer();
+    const before = await sharp(tagged).metadata();
+    assert.ok(before.icc && before.exif && before.orientation === 6, 'the test image carries profile, EXIF and orientation');
+    origin.serve('/variant-first.jpg', tagged, { contentType: 'image/jpeg' });
+
+    const small = await get(proxy.signedUrl(`${origin.url}/variant-first.jpg`, 'w:150'));
+    assert.equal(small.status, 200);
+    assert.deepEqual(await size(small.body), [150, 200, 'jpeg'], 'orientation applied to the variant');
+
+    // On disk: the source keeps its profile and a bare orientation tag, never the GPS position or the copyright.
+    const files = await readCacheFiles(proxy.cacheDir);
+    assert.ok(files.length >= 2, 'source and variant stored');
+    for (const f of files) {
+      assert.ok(!f.includes('SECRET-OWNER'), 'copyright on disk');
+      assert.ok(!f.includes(Buffer.from('48/1')) && !f.includes('GPS'), 'GPS on disk');
+    }
+
+    for (const expected of ['MISS', 'HIT']) {
+      const whole = await get(proxy.signedUrl(`${origin.url}/variant-first.jpg`));
+      assert.equal(whole.status, 200);
+      assert.equal(whole.headers.get('x-cache'), expected);
+      const meta = await sharp(whole.body).metadata();
+      assert.equal(meta.exif, undefined, 'passthrough serves no EXIF');
+      assert.equal(meta.icc, undefined, 'passthrough serves no profile (converted to sRGB)');
+      assert.deepEqual([meta.width, meta.height], [300, 400], 'passthrough applies the orientation');
+      assert.ok(!whole.body.includes('SECRET-OWNER'));
+    }
+    assert.equal(origin.hits('/variant-first.jpg'), 1, 'one origin fetch for the variant and passthrough');
   });
 
   test('SVG: 415 by default; with svg: rasterize a PNG, never SVG', async () => {

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 import sharp from 'sharp';
-import { stripMetadataLosslessly } from '../../src/image/strip-metadata.ts';
+import { carriesTransformOnlyMetadata, stripJpegForTransforms, stripMetadataLosslessly } from '../../src/image/strip-metadata.ts';
 import { fuzzParameters } from '../fuzz/fuzz-settings.ts';
 import { makeImage } from '../helpers/images.ts';
 
@@ -133,5 +133,37 @@ describe('lossless metadata stripping', () => {
       }),
       fuzzParameters(500),
     );
+  });
+
+  test('a JPEG kept for transforms: profile and orientation stay, everything else goes, and the transform sees the same image', async () => {
+    const jpeg = await makeImage('jpeg', 40, 30);
+    for (const orientation of [1, 3, 6, 8]) {
+      const tagged = await sharp(jpeg).withIccProfile('p3').withExif(EXIF).withXmp(XMP).withMetadata({ orientation }).jpeg().toBuffer();
+      const before = await sharp(tagged).metadata();
+      const kept = stripJpegForTransforms(tagged, before.orientation);
+      assert.ok(kept, `orientation ${orientation}: strippable`);
+      const after = await sharp(kept).metadata();
+      assert.equal(after.orientation ?? 1, orientation, 'orientation kept');
+      assert.ok(after.icc?.equals(before.icc ?? Buffer.alloc(0)), 'profile kept byte for byte');
+      assert.equal(after.xmp, undefined, 'XMP left');
+      for (const secret of ['SECRET', 'GPS']) assert.ok(!kept.includes(secret), `${secret} still in the bytes`);
+      assert.equal(carriesTransformOnlyMetadata(kept), true, 'passthrough must not serve it as it is');
+      // What a transform makes (oriented, sRGB) is the same from either file.
+      const made = async (b: Buffer) => sharp(b, { autoOrient: true }).resize(20).raw().toBuffer();
+      assert.ok((await made(kept)).equals(await made(tagged)), `orientation ${orientation}: same pixels after the transform`);
+    }
+    const cmyk = await sharp(jpeg).toColourspace('cmyk').jpeg().toBuffer();
+    assert.ok(stripJpegForTransforms(cmyk, undefined), 'CMYK is kept for transforms (they convert it)');
+  });
+
+  test('carriesTransformOnlyMetadata: true only for a JPEG with EXIF or a profile before its image data', async () => {
+    const jpeg = await makeImage('jpeg', 40, 30);
+    const clean = stripMetadataLosslessly(await withMetadata('jpeg'), 'jpeg', undefined);
+    assert.ok(clean);
+    assert.equal(carriesTransformOnlyMetadata(clean), false);
+    assert.equal(carriesTransformOnlyMetadata(await sharp(jpeg).withIccProfile('p3').jpeg().toBuffer()), true);
+    assert.equal(carriesTransformOnlyMetadata(await sharp(jpeg).withMetadata({ orientation: 6 }).jpeg().toBuffer()), true);
+    assert.equal(carriesTransformOnlyMetadata(await sharp(jpeg).withIccProfile('p3').png().toBuffer()), false, 'JPEG only');
+    assert.equal(carriesTransformOnlyMetadata(Buffer.from([0xff, 0xd8, 0xff])), false, 'truncated: no');
   });
 });
