@@ -6,6 +6,7 @@ import { rateLimitKey } from './client-address.ts';
 import { routeLabel, type Metrics } from './metrics.ts';
 import type { ClientRateLimiter } from './rate-limit.ts';
 import type { Readiness } from './readiness.ts';
+import { responseNote } from './response-note.ts';
 import { sendError, sendJson, sendText } from './responses.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -32,37 +33,22 @@ export interface FrontDoorOptions {
   logger: Logger;
 }
 
-/** A header given to writeHead (as an object or a flat [name, value, …] list) or set before it. */
-function headerOf(res: ServerResponse, given: unknown, name: string): string | undefined {
-  if (Array.isArray(given)) {
-    for (let i = 0; i + 1 < given.length; i += 2) {
-      if (String(given[i]).toLowerCase() === name) return String(given[i + 1]);
-    }
-  } else if (typeof given === 'object' && given !== null) {
-    for (const [key, value] of Object.entries(given)) if (key.toLowerCase() === name) return String(value);
-  }
-  const set = res.getHeader(name);
-  return set === undefined ? undefined : String(set);
-}
-
-/** Counts a response in the metrics when it is done: route, status, body bytes and cache result. */
+/**
+ * Counts a response in the metrics when it is done: route, status, body
+ * bytes and cache result, as its writer noted them (noteResponse), else from
+ * headers set with setHeader().
+ */
 export function observeResponse(res: ServerResponse, route: string, metrics: Metrics, head: boolean): void {
-  // Headers passed straight to writeHead are not readable back with getHeader: note them on the way.
-  let length: string | undefined;
-  let cache: string | undefined;
-  const writeHead = res.writeHead.bind(res) as unknown as (...a: unknown[]) => ServerResponse;
-  res.writeHead = (statusCode: number, ...rest: unknown[]) => {
-    const given = typeof rest[0] === 'string' ? rest[1] : rest[0];
-    length = headerOf(res, given, 'content-length');
-    cache = headerOf(res, given, 'x-cache');
-    return writeHead(statusCode, ...rest);
-  };
   res.once('finish', () => {
-    metrics.httpRequests.inc({ route, status: String(res.statusCode) });
-    const bytes = Number(length ?? res.getHeader('content-length') ?? 0);
-    if (!head && res.statusCode !== 304 && Number.isFinite(bytes) && bytes > 0) metrics.bytesServed.inc({ route }, bytes);
-    const result = cache ?? res.getHeader('x-cache');
-    if (route === 'image' && typeof result === 'string') metrics.cacheResults.inc({ result: result.toLowerCase() });
+    const note = responseNote(res);
+    const bytes = note === undefined ? Number(res.getHeader('content-length') ?? 0) : note.bytes;
+    const counted = !head && res.statusCode !== 304 && Number.isFinite(bytes) && bytes > 0 ? bytes : 0;
+    let cache: string | undefined;
+    if (route === 'image') {
+      const header = note?.cache ?? res.getHeader('x-cache');
+      if (typeof header === 'string') cache = header;
+    }
+    metrics.countResponse(route, res.statusCode, counted, cache);
   });
 }
 
@@ -110,6 +96,10 @@ export function createFrontDoor(options: FrontDoorOptions): Handler {
 
     // Who the client is matters only to the rate limit: not worked out (address parsing) when it is off.
     const limiter = settings.rateLimiter;
+    if (limiter === undefined && !(pathname === '/metrics' && settings.metricsOnMainListener)) {
+      settings.handler(req, res);
+      return;
+    }
     const client = limiter ? settings.clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for']) : '';
     const admitted = limiter ? limiter.consume(rateLimitKey(client)) : Promise.resolve({ allowed: true as const });
     admitted

@@ -7,9 +7,14 @@ import { parseOptionsSegment } from '../image/options.ts';
 import { indexPage } from './index-page.ts';
 import { assertNotExpired } from './options.ts';
 import { decodeSource, parseImagePath } from './image-path.ts';
+import { BoundedMemo } from '../cache/bounded-memo.ts';
 import { nextRequestId } from './request-id.ts';
+import { noteResponse } from './response-note.ts';
 import { etagMatches, SECURITY_HEADERS, sendError, sendText } from './responses.ts';
 import { UNSAFE_SIGNATURE, verifySignature } from './signature.ts';
+
+/** Verified image paths remembered per handler (a few MB at most: paths are bounded by maxUrlLength). */
+const VERIFIED_PATHS_REMEMBERED = 8192;
 
 export interface HandlerDeps {
   imageCache: ImageCache;
@@ -31,14 +36,20 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
 
   // The same on every response of this handler: built once, not per request.
   const cacheControl = `public, max-age=${config.clientMaxAge}`;
+  // Paths whose signature verified: a hot URL is not HMACed again on every request.
+  const verifiedPaths = new BoundedMemo<true>(VERIFIED_PATHS_REMEMBERED);
 
   async function serveImage(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string): Promise<void> {
     const head = req.method === 'HEAD';
     const { signature, options, encodedSource } = parseImagePath(pathname);
 
     const unsafeAllowed = !config.requireSignature && signature === UNSAFE_SIGNATURE;
-    if (!unsafeAllowed && !verifySignature(keys, signature, options, encodedSource)) {
-      throw new FastImageCacheError('bad_signature', 'signature does not match any configured key');
+    if (!unsafeAllowed && verifiedPaths.get(pathname) === undefined) {
+      if (!verifySignature(keys, signature, options, encodedSource)) {
+        throw new FastImageCacheError('bad_signature', 'signature does not match any configured key');
+      }
+      // Only paths that verified are remembered (with these keys: a reload makes a new handler).
+      verifiedPaths.set(pathname, true);
     }
     // Verified as sent, then parsed: bad_options names the key, exp: past is 410.
     const requested = parseOptionsSegment(options);
@@ -64,6 +75,7 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
       'X-Request-Id': requestId,
       ...(image.vary ? { Vary: image.vary } : {}),
     };
+    noteResponse(res, image.size, image.cacheStatus);
     if (etagMatches(req.headers['if-none-match'], image.etag)) {
       res.writeHead(304, headers);
       res.end();

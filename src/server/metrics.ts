@@ -18,6 +18,9 @@ export type BreakerState = 'closed' | 'open' | 'half_open';
 export class Metrics {
   readonly registry = new Registry();
   #cacheSize: CacheSizeSource | undefined;
+  /** Label children of the per-response counters, by label values: prom-client hashes labels on every inc() otherwise. */
+  readonly #responseCounters = new Map<string, { requests: Counter.Internal; bytes: Counter.Internal }>();
+  readonly #cacheResultCounters = new Map<string, Counter.Internal>();
 
   readonly httpRequests = new Counter({
     name: `${PREFIX}http_requests_total`,
@@ -37,6 +40,26 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  /** One answered request: its route and status, its body bytes (0 for none) and, for images, the cache result. */
+  countResponse(route: string, status: number, bytes: number, cacheResult: string | undefined): void {
+    const key = `${route} ${status}`;
+    let counters = this.#responseCounters.get(key);
+    if (counters === undefined) {
+      counters = { requests: this.httpRequests.labels(route, String(status)), bytes: this.bytesServed.labels(route) };
+      this.#responseCounters.set(key, counters);
+    }
+    counters.requests.inc();
+    if (bytes > 0) counters.bytes.inc(bytes);
+    if (cacheResult !== undefined) {
+      let counter = this.#cacheResultCounters.get(cacheResult);
+      if (counter === undefined) {
+        counter = this.cacheResults.labels(cacheResult.toLowerCase());
+        this.#cacheResultCounters.set(cacheResult, counter);
+      }
+      counter.inc();
+    }
+  }
+
   readonly originFetchDuration = new Histogram({
     name: `${PREFIX}origin_fetch_duration_seconds`,
     help: 'Time of origin fetches (queue wait excluded), by outcome',

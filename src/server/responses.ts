@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { FastImageCacheError, toFastImageCacheError } from '../errors.ts';
+import { noteResponse } from './response-note.ts';
 
 /** Headers on every response: nothing served here may run as a page or be sniffed into one. */
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
@@ -33,10 +34,12 @@ function sendUncached(
   extraHeaders: Record<string, string> = {},
 ): void {
   if (!res.headersSent) {
+    const bytes = Buffer.byteLength(text);
+    noteResponse(res, bytes);
     res.writeHead(status, {
       ...SECURITY_HEADERS,
       'Content-Type': contentType,
-      'Content-Length': Buffer.byteLength(text),
+      'Content-Length': bytes,
       'Cache-Control': 'no-store',
       'X-Request-Id': requestId,
       ...extraHeaders,
