@@ -47,6 +47,7 @@ export async function openCacheStorage(config: Config, logger: Logger): Promise<
   return FsStorage.open({
     dir: config.cacheDir,
     logger,
+    fsync: config.fsyncWrites,
     ...(config.publicDir === undefined ? {} : { publicDir: config.publicDir }),
     ...(keys.length === 0 ? {} : { cipher: new EntryCipher(keys) }),
   });

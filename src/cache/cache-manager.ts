@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { EntryId, EntryMeta, Freshness, OriginInfo, RemovalFeed, StorageBackend, StoredEntry } from '../storage/types.ts';
+import type { EntryId, EntryMeta, Freshness, OriginInfo, ReadEntry, RemovalFeed, StorageBackend, StoredEntry } from '../storage/types.ts';
 import { CacheIndex, type CacheIndexApi } from './cache-index.ts';
 import type { ClusterCache } from './cluster-cache.ts';
 import { SOURCE_VARIANT, sourceEntryKey, sourceKey, variantKey } from './cache-key.ts';
@@ -20,6 +20,7 @@ import { namespaceFingerprint } from './namespace.ts';
 import { NegativeCache } from './negative-cache.ts';
 import { normalizeSourceUrl } from './normalize-url.ts';
 import type { PurgeMessage } from './purge-bus.ts';
+import { EarlyResults, PendingByKey } from './early-results.ts';
 import { SingleFlight } from './single-flight.ts';
 import { WarnLimiter } from './warn-limiter.ts';
 
@@ -208,6 +209,10 @@ export class CacheManager {
   // fill settled reads the stored entry instead of loading again. Sources and
   // variants have distinct keys, so a variant's flight may wait on its source's.
   readonly #flights = new SingleFlight<Outcome>();
+  /** Sources just fetched, for the variants waiting on them, before their flight (which also stores them) ends. */
+  readonly #sourcesEarly = new EarlyResults<Outcome>();
+  /** Entry writes under way, by group: a removal of the group waits for them. */
+  readonly #writes = new PendingByKey();
   // Refreshes of expired entries, by key: background (stale-while-revalidate) and foreground share one.
   readonly #refreshes = new SingleFlight<Outcome>();
   readonly #background = new Set<Promise<unknown>>();
@@ -325,6 +330,7 @@ export class CacheManager {
     this.#epoch += 1;
     this.#memory.deleteGroup(group);
     this.#negative.forget(key);
+    await this.#writes.settled(group); // a write under way would land after the removal
     const removed = await this.#storage.deleteGroup(group);
     await this.#index.remove(removed);
     await this.#announce(removed);
@@ -335,6 +341,7 @@ export class CacheManager {
     this.#epoch += 1;
     this.#memory.clear();
     this.#negative.clear();
+    await this.#writes.settled();
     await this.#storage.clear();
     await this.#index.clear();
     await this.#announce('all');
@@ -526,8 +533,13 @@ export class CacheManager {
       }
     }
     const source = this.#sourceTarget(target);
-    const src = await this.#flights.run(source.key, () => this.#serve(source));
-    return this.#derive(target, src, epoch);
+    // The source as soon as it is fetched and checked: its write to disk (in the flight) overlaps the transform.
+    const flight = this.#flights.run(source.key, () => this.#serve(source));
+    const src = await this.#sourcesEarly.wait(source.key, flight);
+    const made = await this.#derive(target, src, epoch);
+    // Answered only once the source's flight is over too: a request after this one never joins it.
+    await flight.catch(() => undefined);
+    return made;
   }
 
   /** Fetches a source from the origin and stores it (if the origin allows). */
@@ -618,6 +630,7 @@ export class CacheManager {
     const entry = makeEntry(target, loaded.body, loaded.contentType, sha, verdict.freshness, verdict.origin, now);
     // New bytes (or no longer storable): every variant of the old bytes is wrong now.
     if (previous !== undefined && (previous.meta.sha256 !== sha || !verdict.storable)) await this.#dropGroup(target);
+    this.#sourcesEarly.publish(target.key, { entry, status: 'MISS', storable: verdict.storable });
     if (verdict.storable) await this.#store(target, entry, epoch);
     // A refresh brought new bytes: replace the shared copy too (a first fill is shared by the cluster flight).
     if (verdict.storable && previous !== undefined) await this.#cluster?.share(entry, target.sourceKey);
@@ -654,8 +667,11 @@ export class CacheManager {
       this.#logger.debug({ cacheKey: target.key, bytes: prepared.bytes }, 'entry larger than the whole cache; not stored');
       return;
     }
+    const group = this.#storage.groupOf(target.id);
+    const writing = this.#storage.write(target.id, prepared);
+    this.#writes.add(group, writing);
     try {
-      await this.#storage.write(target.id, prepared);
+      await writing;
     } catch (err) {
       await this.#index.release(token).catch(() => {});
       this.#storeFailed(target, err);
@@ -680,6 +696,7 @@ export class CacheManager {
     const group = this.#storage.groupOf(target.id);
     this.#memory.deleteGroup(group);
     try {
+      await this.#writes.settled(group);
       const removed = await this.#storage.deleteGroup(group);
       await this.#index.remove(removed);
       await this.#announce(removed);
@@ -690,7 +707,7 @@ export class CacheManager {
 
   /** The stored entry if it is intact and really is the one for this key; otherwise undefined. */
   async #readVerified(target: Target): Promise<StoredEntry | undefined> {
-    let stored: StoredEntry | undefined;
+    let stored: ReadEntry | undefined;
     try {
       stored = await this.#storage.read(target.id);
     } catch (err) {
@@ -699,7 +716,7 @@ export class CacheManager {
     }
     if (stored === undefined) return undefined;
 
-    const problem = integrityProblem(stored, target);
+    const problem = integrityProblem(stored, target, stored.bodyVerified === true);
     if (problem === undefined) return stored;
 
     // Logged by key only: the URL may carry credentials in its query.
@@ -781,7 +798,8 @@ function makeEntry(
   origin: OriginInfo,
   now: number,
 ): StoredEntry {
-  const sha = sha256Hex(body);
+  // A source's own hash is what its caller passes as sourceSha256 (already computed: not hashed twice).
+  const sha = target.variant === SOURCE_VARIANT ? sourceSha256 : sha256Hex(body);
   return {
     meta: {
       key: target.key,
@@ -800,14 +818,14 @@ function makeEntry(
   };
 }
 
-/** Why a stored entry must not be served, or undefined when it is sound. */
-function integrityProblem(entry: StoredEntry, target: Target): string | undefined {
+/** Why a stored entry must not be served, or undefined when it is sound (`bodyHashed`: the storage already checked the SHA-256). */
+function integrityProblem(entry: StoredEntry, target: Target, bodyHashed = false): string | undefined {
   const { meta, body } = entry;
   if (meta.key !== target.key || meta.sourceKey !== target.sourceKey || meta.sourceUrl !== target.url || meta.variant !== target.variant) {
     return 'entry belongs to another key';
   }
   if (meta.size !== body.length) return 'size mismatch';
-  if (sha256Hex(body) !== meta.sha256) return 'sha256 mismatch';
+  if (!bodyHashed && sha256Hex(body) !== meta.sha256) return 'sha256 mismatch';
   return undefined;
 }
 

@@ -19,10 +19,14 @@ export const PROTECTED = 2;
 export type Segment = typeof PROBATION | typeof PROTECTED;
 
 const FREE = 0;
-const ID_PATTERN = /^([0-9a-f]{8})([0-9a-f]{8})\/([0-9a-f]{8})$/;
+const ID_LENGTH = 25;
+const SLASH = 0x2f;
 const INITIAL_CAPACITY = 1024;
 /** Flag: loaded by a rebuild and not used since; ordered by write time when the rebuild ends. */
 const FLAG_REBUILT = 1;
+
+/** ArrayBuffer.prototype.transfer (ES2024, in Node since 21; this project's TypeScript lib is ES2023). */
+type TransferableBuffer = ArrayBuffer & { transfer(newByteLength: number): ArrayBuffer };
 
 /** One segment's list ends (most / least recently used), entry count and bytes. */
 class SegmentState {
@@ -54,6 +58,10 @@ export class SlruTable {
   #mask = 0;
   #freeHead = NONE;
   #used = 0;
+  /** The words of the id last parsed by #parse (no array per lookup). */
+  #p0 = 0;
+  #p1 = 0;
+  #p2 = 0;
   readonly #probation = new SegmentState();
   readonly #protected = new SegmentState();
 
@@ -88,8 +96,7 @@ export class SlruTable {
 
   /** The slot of `id`, or NONE. */
   find(id: string): number {
-    const words = parseId(id);
-    return words === undefined ? NONE : this.#find(words[0], words[1], words[2]);
+    return this.#parse(id) ? this.#find(this.#p0, this.#p1, this.#p2) : NONE;
   }
 
   idOf(slot: number): string {
@@ -114,9 +121,11 @@ export class SlruTable {
    * most recently used end, or at the least recently used end when `rebuilt`.
    */
   upsert(id: string, bytes: number, writtenMs: number, rebuilt = false): number {
-    const words = parseId(id);
-    if (words === undefined) throw new Error('malformed cache entry id');
-    let slot = this.#find(words[0], words[1], words[2]);
+    if (!this.#parse(id)) throw new Error('malformed cache entry id');
+    const w0 = this.#p0;
+    const w1 = this.#p1;
+    const w2 = this.#p2;
+    let slot = this.#find(w0, w1, w2);
     if (slot !== NONE) {
       const segment = this.segmentOf(slot);
       this.#state(segment).bytes += bytes - at(this.#size, slot);
@@ -128,9 +137,9 @@ export class SlruTable {
       return slot;
     }
     slot = this.#allocate();
-    this.#k0[slot] = words[0];
-    this.#k1[slot] = words[1];
-    this.#k2[slot] = words[2];
+    this.#k0[slot] = w0;
+    this.#k1[slot] = w1;
+    this.#k2[slot] = w2;
     this.#size[slot] = bytes;
     this.#written[slot] = Math.floor(writtenMs / 1000);
     this.#flags[slot] = rebuilt ? FLAG_REBUILT : 0;
@@ -180,9 +189,15 @@ export class SlruTable {
 
   /** Entries loaded by a rebuild and not used since, put in write-time order at the eviction end of probation. */
   orderRebuilt(): void {
-    const slots: number[] = [];
+    let n = 0;
     for (let s = this.#probation.tail; s !== NONE; s = at(this.#prev, s)) {
-      if ((at(this.#flags, s) & FLAG_REBUILT) !== 0) slots.push(s);
+      if ((at(this.#flags, s) & FLAG_REBUILT) !== 0) n += 1;
+    }
+    // A typed array: a million slot numbers in 4 MB, not a growing array of numbers.
+    const slots = new Int32Array(n);
+    n = 0;
+    for (let s = this.#probation.tail; s !== NONE; s = at(this.#prev, s)) {
+      if ((at(this.#flags, s) & FLAG_REBUILT) !== 0) slots[n++] = s;
     }
     for (const s of slots) this.#unlink(s);
     // Newest first, each appended at the eviction end: the oldest ends up evicted first.
@@ -214,6 +229,19 @@ export class SlruTable {
       state.bytes = 0;
     }
     this.#grow(INITIAL_CAPACITY);
+  }
+
+  /** Parses `id` into #p0..#p2; false when it is not an id. */
+  #parse(id: string): boolean {
+    if (id.length !== ID_LENGTH || id.charCodeAt(16) !== SLASH) return false;
+    const w0 = hexWord(id, 0);
+    const w1 = hexWord(id, 8);
+    const w2 = hexWord(id, 17);
+    if (w0 < 0 || w1 < 0 || w2 < 0) return false;
+    this.#p0 = w0;
+    this.#p1 = w1;
+    this.#p2 = w2;
+    return true;
   }
 
   #find(w0: number, w1: number, w2: number): number {
@@ -267,20 +295,21 @@ export class SlruTable {
 
   #grow(capacity: number): void {
     const old = this.#capacity;
-    const copy = <T extends Uint32Array | Int32Array | Uint8Array>(from: T, make: (n: number) => T): T => {
-      const to = make(capacity);
-      to.set(from.subarray(0, old));
-      return to;
+    // transfer() moves the bytes into a larger (zero-filled) buffer and frees the old one at once, where a copy would
+    // leave it to the next full GC: a rebuild doubles the table many times. After clear() (old = 0) it starts afresh.
+    const grown = <T extends Uint32Array | Int32Array | Uint8Array>(from: T, make: (buffer: ArrayBuffer) => T): T => {
+      const bytes = capacity * from.BYTES_PER_ELEMENT;
+      return make(old === 0 ? new ArrayBuffer(bytes) : (from.buffer as TransferableBuffer).transfer(bytes));
     };
-    this.#k0 = copy(this.#k0, (n) => new Uint32Array(n));
-    this.#k1 = copy(this.#k1, (n) => new Uint32Array(n));
-    this.#k2 = copy(this.#k2, (n) => new Uint32Array(n));
-    this.#size = copy(this.#size, (n) => new Uint32Array(n));
-    this.#written = copy(this.#written, (n) => new Uint32Array(n));
-    this.#prev = copy(this.#prev, (n) => new Int32Array(n));
-    this.#next = copy(this.#next, (n) => new Int32Array(n));
-    this.#segment = copy(this.#segment, (n) => new Uint8Array(n));
-    this.#flags = copy(this.#flags, (n) => new Uint8Array(n));
+    this.#k0 = grown(this.#k0, (b) => new Uint32Array(b));
+    this.#k1 = grown(this.#k1, (b) => new Uint32Array(b));
+    this.#k2 = grown(this.#k2, (b) => new Uint32Array(b));
+    this.#size = grown(this.#size, (b) => new Uint32Array(b));
+    this.#written = grown(this.#written, (b) => new Uint32Array(b));
+    this.#prev = grown(this.#prev, (b) => new Int32Array(b));
+    this.#next = grown(this.#next, (b) => new Int32Array(b));
+    this.#segment = grown(this.#segment, (b) => new Uint8Array(b));
+    this.#flags = grown(this.#flags, (b) => new Uint8Array(b));
     // New slots join the free list, lowest first.
     for (let s = capacity - 1; s >= old; s--) {
       this.#next[s] = this.#freeHead;
@@ -342,9 +371,24 @@ export class SlruTable {
 
 /** The three words of an id, or undefined when it is not one. */
 export function parseId(id: string): [number, number, number] | undefined {
-  const m = ID_PATTERN.exec(id);
-  if (m === null) return undefined;
-  return [parseInt(m[1] ?? '', 16) >>> 0, parseInt(m[2] ?? '', 16) >>> 0, parseInt(m[3] ?? '', 16) >>> 0];
+  if (id.length !== ID_LENGTH || id.charCodeAt(16) !== SLASH) return undefined;
+  const words: [number, number, number] = [hexWord(id, 0), hexWord(id, 8), hexWord(id, 17)];
+  return words.every((w) => w >= 0) ? words : undefined;
+}
+
+/**
+ * The value of the 8 lowercase hex digits of `s` at `start`, or -1: without a
+ * regex or substrings, since a rebuild parses every id of the cache.
+ */
+function hexWord(s: string, start: number): number {
+  let value = 0;
+  for (let i = start; i < start + 8; i++) {
+    const c = s.charCodeAt(i);
+    const digit = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
 }
 
 function bucketOf(w0: number, w2: number): number {

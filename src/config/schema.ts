@@ -132,6 +132,8 @@ export const configSchema = z.strictObject({
   maxCacheBytes: z.number().int().min(1).default(1024 * 1024 * 1024),
   /** Most entries the cache directory may hold (no limit by default). */
   maxEntries: z.number().int().min(1).optional(),
+  /** fsync every entry before it is renamed into place: keeps entries across a power failure (reads check integrity either way). */
+  fsyncWrites: z.boolean().default(false),
   /** Size of the in-memory tier of hot, verified images in front of the disk, bytes (0 turns it off). */
   memoryCacheBytes: z.number().int().min(0).default(64 * 1024 * 1024),
   /** Shortest time (seconds) an image is served from the cache before asking the origin again, whatever the origin says. */

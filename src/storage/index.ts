@@ -7,6 +7,7 @@ export type {
   Removals,
   RemovalFeed,
   ScannedEntry,
+  ReadEntry,
   StoredEntry,
   StorageStats,
   StorageBackend,

@@ -50,6 +50,16 @@ export interface StoredEntry {
   body: Buffer;
 }
 
+/** An entry as read back from a backend. */
+export interface ReadEntry extends StoredEntry {
+  /**
+   * The backend vouches that `body` hashes to `meta.sha256`: it hashed it
+   * itself, at this read or at an earlier read of the same unchanged file
+   * whose body had the same CRC-32 as this one. Otherwise the caller hashes.
+   */
+  bodyVerified?: boolean;
+}
+
 /**
  * Where an entry lives, `"<group>/<item>"` in lowercase hex: every entry of one
  * source shares its group. Derived from the keys by the backend (see
@@ -93,7 +103,7 @@ export interface StorageBackend {
   /** The group part of an id. */
   groupOf(id: EntryId): string;
   /** Whole entry, or undefined if absent or unreadable (a damaged or unauthenticated file is reported as absent). Fully read before it resolves. */
-  read(id: EntryId): Promise<StoredEntry | undefined>;
+  read(id: EntryId): Promise<ReadEntry | undefined>;
   /** Just the metadata (cheaper than read for large bodies). */
   readMeta(id: EntryId): Promise<EntryMeta | undefined>;
   /** Encodes (and encrypts) an entry, so its size is known before it is admitted. */

@@ -225,6 +225,58 @@ test('five sizes of one cold image: one origin fetch, five transforms, all concu
   for (const r of results) assert.ok(r.body.toString().startsWith(`[${r.meta.variant}]`));
 });
 
+test('a cold variant is made while its source is still being written; the source lands on disk after', async () => {
+  const { storage, calls, base } = await setup({}, DISK_ONLY);
+  const probed = new ProbedStorage(storage);
+  const slowDisk = deferred();
+  probed.holdWrites = slowDisk.promise;
+  const { loader } = countingLoader();
+  const cache = new CacheManager({ storage: probed, loader, logger: createLogger('silent'), memoryCacheBytes: 0 });
+  managers.push(cache);
+
+  const transforms: string[] = [];
+  const variant = cache.get({ sourceUrl: URL_A, variant: 'w_100', transform: taggingTransform('w_100', transforms) });
+  // The source's write is held: the transform must not wait for it.
+  while (transforms.length === 0) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(await entryFiles(path.join(base, 'cache')), [], 'the transform ran with nothing on disk yet');
+  slowDisk.resolve();
+  const made = await variant;
+  assert.equal(made.status, 'MISS');
+  await cache.ready();
+  assert.equal((await entryFiles(path.join(base, 'cache'))).length, 2, 'source and variant both stored');
+  assert.equal((await cache.get(src(URL_A))).status, 'HIT', 'the source was stored by its flight');
+  assert.equal(calls.length, 0, 'the setup loader was not used');
+});
+
+test('a purge waits for a write of its source under way, so the written entry does not outlive it', async () => {
+  const { storage, base } = await setup({}, DISK_ONLY);
+  const probed = new ProbedStorage(storage);
+  const slowDisk = deferred();
+  const started = deferred();
+  probed.holdWrites = slowDisk.promise;
+  probed.onWrite = () => started.resolve();
+  const { loader, calls } = countingLoader();
+  const cache = new CacheManager({ storage: probed, loader, logger: createLogger('silent'), memoryCacheBytes: 0 });
+  managers.push(cache);
+
+  const filling = cache.get(src(URL_A));
+  await started.promise; // past every check before the write: only the write itself is pending
+  let purged = false;
+  const purge = cache.purge(URL_A).then((n) => {
+    purged = true;
+    return n;
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(purged, false, 'the purge waits for the write under way');
+  slowDisk.resolve();
+  await filling;
+  assert.equal(await purge, 1, 'and then removes what it wrote');
+  assert.deepEqual(await entryFiles(path.join(base, 'cache')), []);
+  probed.holdWrites = undefined;
+  assert.equal((await cache.get(src(URL_A))).status, 'MISS');
+  assert.equal(calls.length, 2);
+});
+
 test('a variant request without a transform is a programming error', async () => {
   const { cache } = await setup();
   await assert.rejects(cache.get({ sourceUrl: URL_A, variant: 'w_100' }), FastImageCacheError);

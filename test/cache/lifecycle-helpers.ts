@@ -50,6 +50,10 @@ export class ProbedStorage implements StorageBackend {
   reads = 0;
   writes = 0;
   failWrites: string | undefined;
+  /** Writes wait for this before reaching the disk (a slow disk, controlled by the test). */
+  holdWrites: Promise<void> | undefined;
+  /** Resolves whenever a write is started (the id written). */
+  onWrite: ((id: EntryId) => void) | undefined;
 
   constructor(inner: StorageBackend) {
     this.inner = inner;
@@ -73,6 +77,8 @@ export class ProbedStorage implements StorageBackend {
   }
   async write(id: EntryId, entry: PreparedEntry): Promise<void> {
     this.writes += 1;
+    this.onWrite?.(id);
+    if (this.holdWrites !== undefined) await this.holdWrites;
     if (this.failWrites !== undefined) {
       throw Object.assign(new Error(`${this.failWrites}: simulated at the storage boundary`), { code: this.failWrites });
     }

@@ -48,10 +48,28 @@ test('ids round-trip through their three words, and malformed ids are refused', 
     const id = idFor(n, n % 3);
     assert.equal(t.idOf(t.upsert(id, n, 0)), id);
   }
-  for (const bad of ['', 'xyz', '0123456789abcdef/0123456', '0123456789ABCDEF/01234567', '0123456789abcdef/01234567/..']) {
+  const malformed = ['', 'xyz', '0123456789abcdef/0123456', '0123456789ABCDEF/01234567', '0123456789abcdef/01234567/..'];
+  // Right length, wrong shape: the parser counts characters rather than matching a pattern.
+  malformed.push('0123456789abcdef001234567', '0123456789abcde/f01234567', '0123456789abcdef/0123456g', ' 123456789abcdef/01234567');
+  for (const bad of malformed) {
     assert.equal(parseId(bad), undefined, bad);
     assert.equal(t.find(bad), NONE);
   }
+});
+
+test('clear() after growth leaves an empty table that fills again from scratch', () => {
+  const t = new SlruTable();
+  for (let n = 0; n < 5000; n++) t.upsert(idFor(n), 10, n * 1000);
+  t.clear();
+  assert.equal(t.entries, 0);
+  assert.equal(t.totalBytes, 0);
+  assert.equal(t.oldestWrite(), undefined, 'no slot of the old table is still in use');
+  assert.equal(t.victim(), NONE);
+  for (let n = 0; n < 3000; n++) assert.equal(t.find(idFor(n)), NONE);
+  for (let n = 4000; n < 6000; n++) t.upsert(idFor(n), 1, 7_000_000);
+  assert.equal(t.entries, 2000);
+  assert.equal(t.oldestWrite(), 7_000_000);
+  assert.equal(t.idOf(t.victim()), idFor(4000));
 });
 
 test('matches a straightforward model over 20,000 random operations (hash table growth and deletion included)', () => {

@@ -378,6 +378,29 @@ test('delete, stats and clear', async () => {
   assert.equal((await storage.stats()).entries, 1);
 });
 
+test('a scan lists every entry with its file size and write time, over many groups, and skips what is not an entry', async () => {
+  const storage = await openStorage();
+  // More groups than one batch of the scan, and a few sources with a variant (two entries in one group).
+  const entries = Array.from({ length: 150 }, (_, i) => makeEntry(`https://example.com/${i}.png`, `body ${i}`.repeat(1 + (i % 7))));
+  entries.push(...[0, 1, 2].map((i) => makeEntry(`https://example.com/${i}.png`, `variant ${i}`, 'w:100')));
+  for (const e of entries) await put(storage, e);
+  const one = idOf(storage, entries[0] as StoredEntry);
+  const groupDir = path.join(storage.dir, one.slice(0, 2), one.slice(0, 16));
+  // Not entries: a stray file name, a directory named like an item, a file named like a group.
+  await fs.writeFile(path.join(groupDir, 'notes.txt'), 'x');
+  await fs.mkdir(path.join(groupDir, '0123abcd'));
+  await fs.writeFile(path.join(storage.dir, one.slice(0, 2), `${one.slice(0, 2)}${'0'.repeat(14)}`), 'x');
+
+  const scanned = new Map<string, { bytes: number; mtimeMs: number }>();
+  for await (const batch of storage.scan()) for (const e of batch) scanned.set(e.id, { bytes: e.bytes, mtimeMs: e.mtimeMs });
+  assert.deepEqual([...scanned.keys()].sort(), entries.map((e) => idOf(storage, e)).sort());
+  for (const e of entries) {
+    const id = idOf(storage, e);
+    const st = await fs.lstat(path.join(storage.dir, id.slice(0, 2), id));
+    assert.deepEqual(scanned.get(id), { bytes: st.size, mtimeMs: st.mtimeMs }, id);
+  }
+});
+
 test('entries of the previous layout (ab/cd/<64 hex>) are removed by a scan: they can never be looked up again', async () => {
   const storage = await openStorage();
   const legacy = path.join(storage.dir, 'ab', 'cd');

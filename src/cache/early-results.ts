@@ -1,0 +1,62 @@
+interface Waiting<T> {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+}
+
+/**
+ * Results handed out before the work that made them has finished: a source
+ * fetched from the origin can be transformed while it is still being written
+ * to disk. Waiters get the first of an early publish() or the work's own
+ * result (or error); the work itself is unchanged, so callers that need it
+ * finished (single-flight joiners, fill leases) still wait for all of it.
+ */
+export class EarlyResults<T> {
+  readonly #waiting = new Map<string, Waiting<T>>();
+
+  /** The value published early for `key`, or whatever `work` settles with, whichever comes first. */
+  wait(key: string, work: Promise<T>): Promise<T> {
+    let waiting = this.#waiting.get(key);
+    if (waiting === undefined) {
+      let resolve!: (value: T) => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<T>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      const created: Waiting<T> = { promise, resolve };
+      waiting = created;
+      this.#waiting.set(key, created);
+      work.then(resolve, reject).finally(() => {
+        if (this.#waiting.get(key) === created) this.#waiting.delete(key);
+      });
+    }
+    return waiting.promise;
+  }
+
+  /** Hands `value` to the waiters of `key` now (no-op without any). */
+  publish(key: string, value: T): void {
+    this.#waiting.get(key)?.resolve(value);
+  }
+}
+
+/** Promises under way, by key, so that an operation can wait for those of one key (or all) to settle. */
+export class PendingByKey {
+  readonly #pending = new Map<string, Set<Promise<unknown>>>();
+
+  add(key: string, work: Promise<unknown>): void {
+    let set = this.#pending.get(key);
+    if (set === undefined) this.#pending.set(key, (set = new Set()));
+    set.add(work);
+    const done = (): void => {
+      set.delete(work);
+      if (set.size === 0 && this.#pending.get(key) === set) this.#pending.delete(key);
+    };
+    work.then(done, done);
+  }
+
+  /** Resolves once what was under way for `key` (every key when omitted) has settled, whatever the outcome. */
+  async settled(key?: string): Promise<void> {
+    const sets = key === undefined ? [...this.#pending.values()] : [this.#pending.get(key) ?? new Set()];
+    await Promise.allSettled(sets.flatMap((set) => [...set]));
+  }
+}
