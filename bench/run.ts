@@ -273,7 +273,7 @@ async function main(): Promise<void> {
     mixedCapSec: quick ? 8 : 15,
     stampedeClients: 200,
     stampedeCapSec: quick ? 15 : 30,
-    resizeImages: quick ? 4 : 8,
+    resizeImages: quick ? 8 : 24,
     resizeConcurrency: cpus,
     resizeCapSec: quick ? 15 : 30,
     hotUrls: quick ? 100 : 200,
@@ -337,8 +337,13 @@ async function main(): Promise<void> {
       resizeOriginPaths(photoSet.resizePhotos, sizes.resizeImages, i + 1, 'fastimagecache'),
     );
     const probePath = `/img/rz-probe/${(photoSet.resizePhotos[0] as Photo).name}`;
+    // Then a few more at once, so every worker has run sharp before the timed cold requests (raw sharp warms up too).
+    const warmPaths = Array.from({ length: 2 * workers }, (_, k) => {
+      const photo = photoSet.resizePhotos[k % photoSet.resizePhotos.length] as Photo;
+      return `/img/rz-warm${k}/${photo.name}`;
+    });
     if (only.includes('fastimagecache')) {
-      const all = [probePath, ...ficResizeOrigin.flat()];
+      const all = [probePath, ...warmPaths, ...ficResizeOrigin.flat()];
       try {
         const signed = await signWithCli(ctx, all.map((p) => originUrl(ctx, p)), RESIZE_OPTIONS);
         resizePaths = new Map(all.map((p, i) => [p, signed[i] as string]));
@@ -364,6 +369,8 @@ async function main(): Promise<void> {
         if (!probe.ok) {
           resizeUnavailable = probe.why;
           delete (fic as { resizePath?: unknown }).resizePath;
+        } else {
+          await Promise.all(warmPaths.map((p) => probeResize(fic, p)));
         }
         handles.push(fic);
         systems.push({ id: fic.id, label: fic.label, notes: fic.notes });
@@ -517,7 +524,7 @@ async function main(): Promise<void> {
       'The origin answers on 127.0.0.1 from memory, Cache-Control: public, max-age=31536000; stampede URLs answer after 50 ms, like an origin across a network.',
       `fastimagecache runs the production build (dist/) with logLevel warn (nginx: access_log off), the loopback origin allowed explicitly (allowHttp, allowedPorts '*', allowedPrivateRanges 127.0.0.1/32), key from the environment.`,
       `Mixed: ${sizes.mixedRequests} requests, every 10th a URL never asked before, each requested once across ${sizes.connections} connections (capped at ${sizes.mixedCapSec} s; with wrk up to ${sizes.connections} of the last requests may be hot padding instead of slow misses still in flight).`,
-      `Resize: ${sizes.resizeImages} distinct photos (JPEG ≥ 100 KB) to 300 px wide WebP, ${sizes.resizeConcurrency} at a time (cold, capped at ${sizes.resizeCapSec} s), then the same URLs for ${sizes.warmSec} s with ${sizes.connections} connections (warm). fastimagecache: \`${RESIZE_OPTIONS}\`; ipx: \`w_300,f_webp\`; raw sharp: rotate().resize({ width: 300 }).webp() on the bytes in memory.`,
+      `Resize: ${sizes.resizeImages} distinct URLs of photos (JPEG ≥ 100 KB) to 300 px wide WebP, ${sizes.resizeConcurrency} at a time (cold, capped at ${sizes.resizeCapSec} s, after 2 warm-up resizes per worker), then the same URLs for ${sizes.warmSec} s with ${sizes.connections} connections (warm). fastimagecache: \`${RESIZE_OPTIONS}\`; ipx: \`w_300,f_webp\`; raw sharp: rotate().resize({ width: 300 }).webp() on the bytes in memory.`,
       `Stampede: ${sizes.stampedeClients} clients, one connection each, at once, for one URL never asked before (${stampedePhoto.name}, ${Math.round(stampedePhoto.bytes / 1024)} KB); clients still waiting after ${sizes.stampedeCapSec} s are abandoned (the last-byte figure is then "> cap").`,
       `Peak RSS is sampled from /proc every 100 ms over the whole process tree (nginx master + workers, Varnish manager + child, fastimagecache primary + workers).`,
       `This machine is shared: absolute numbers drift with other load (load average at start: ${machine.loadAverageAtStart}; at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}); compare ratios within one run.`,

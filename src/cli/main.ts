@@ -2,15 +2,8 @@
 import './threadpool.ts';
 import { ConfigError } from '../errors.ts';
 import { UsageError } from './args.ts';
-import { configCheckCommand } from './config-check.ts';
-import { doctorCommand } from './doctor.ts';
-import { pruneCommand } from './prune.ts';
-import { purgeCommand } from './purge.ts';
-import { serveCommand } from './serve.ts';
-import { signCommand } from './sign.ts';
-import { statsCommand } from './stats.ts';
-import { verifyCommand } from './verify.ts';
-import { versionCommand } from './version.ts';
+import { enableCompileCache } from './compile-cache.ts';
+// Each command is loaded when it runs: start-up time is mostly module loading (every cluster worker pays it too).
 
 export const HELP = `fastimagecache: a secure caching proxy for remote images
 
@@ -52,25 +45,25 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'serve':
-        return await serveCommand(rest);
+        return await (await import('./serve.ts')).serveCommand(rest);
       case 'sign':
-        return signCommand(rest);
+        return (await import('./sign.ts')).signCommand(rest);
       case 'config':
         if (rest[0] !== 'check') throw new UsageError('expected: fastimagecache config check');
-        return configCheckCommand(rest.slice(1));
+        return (await import('./config-check.ts')).configCheckCommand(rest.slice(1));
       case 'stats':
-        return await statsCommand(rest);
+        return await (await import('./stats.ts')).statsCommand(rest);
       case 'purge':
-        return await purgeCommand(rest);
+        return await (await import('./purge.ts')).purgeCommand(rest);
       case 'verify':
-        return await verifyCommand(rest);
+        return await (await import('./verify.ts')).verifyCommand(rest);
       case 'prune':
-        return await pruneCommand(rest);
+        return await (await import('./prune.ts')).pruneCommand(rest);
       case 'doctor':
-        return doctorCommand(rest);
+        return (await import('./doctor.ts')).doctorCommand(rest);
       case 'version':
       case '--version':
-        return await versionCommand(rest);
+        return await (await import('./version.ts')).versionCommand(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -96,5 +89,6 @@ export async function main(argv: string[]): Promise<number> {
 
 // Run when executed directly (bin shim or `node src/cli/main.ts`), not when imported.
 if (import.meta.main) {
+  enableCompileCache();
   process.exitCode = await main(process.argv.slice(2));
 }

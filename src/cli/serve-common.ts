@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { resolveAdminToken } from '../config/admin-token.ts';
 import type { Config, SigningKeys } from '../config/index.ts';
 import type { Logger } from '../log.ts';
-import { startAdminServer, type AdminBackend } from '../server/admin.ts';
+import type { AdminBackend } from '../server/admin.ts';
 import type { AuditLog } from '../server/audit-log.ts';
 import type { RunningServer } from '../server/http-server.ts';
 import type { Metrics } from '../server/metrics.ts';
@@ -67,6 +67,8 @@ export async function startAdminIfConfigured(
   currentConfig: () => Config,
 ): Promise<RunningServer | undefined> {
   if (resolveAdminToken(ctx.config) === undefined) return undefined;
+  // Loaded only when it runs: most deployments have no admin listener.
+  const { startAdminServer } = await import('../server/admin.ts');
   return startAdminServer({
     host: ctx.config.admin.host,
     port: ctx.config.admin.port,

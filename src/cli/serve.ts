@@ -1,46 +1,20 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { loadConfig, redactConfig, resolveSigningKeys } from '../config/index.ts';
+import { loadConfig, resolveSigningKeys } from '../config/index.ts';
 import { createLogger, type Logger } from '../log.ts';
-import { auditedReload, serviceAdminBackend } from '../server/admin.ts';
-import { AuditLog } from '../server/audit-log.ts';
-import type { RunningServer } from '../server/http-server.ts';
-import { Metrics } from '../server/metrics.ts';
-import { ProxyService, validateForReload } from '../server/proxy-service.ts';
+import { validateForReload } from '../server/reload-validation.ts';
 import { parse, UsageError } from './args.ts';
-import { auditLogPath, printBanner, startAdminIfConfigured, untilStopSignal, type ServeContext } from './serve-common.ts';
-import { runPrimary, runWorker } from './workers.ts';
+import type { ServeContext } from './serve-common.ts';
 
-/** One process serves everything: the main listener, the admin listener and the signals. */
-async function runSingleProcess(ctx: ServeContext): Promise<number> {
-  const { logger } = ctx;
-  const metrics = new Metrics();
-  const service = await ProxyService.start({ config: ctx.config, logger, metrics, loadConfig: ctx.load });
-  const audit = new AuditLog(auditLogPath(ctx.config), logger);
-  const backend = serviceAdminBackend(service, metrics);
-  let admin: RunningServer | undefined;
-  try {
-    admin = await startAdminIfConfigured(ctx, backend, audit, metrics, () => service.config);
-  } catch (err) {
-    await service.shutdown(0);
-    throw err;
-  }
-
-  printBanner(ctx, service.url, service.imageCache.signingKeys, admin ? [`admin:    ${admin.url} (bearer token)`] : []);
-  logger.info({ config: redactConfig(ctx.config), url: service.url, admin: admin?.url, workers: 1 }, 'started');
-
-  await untilStopSignal(logger, () => void auditedReload(() => service.reload(), 'signal:SIGHUP', audit, metrics));
-  await admin?.close(1000);
-  await service.shutdown();
-  await audit.close();
-  logger.info('stopped');
-  logger.flush();
-  return 0;
-}
+/*
+ * Start-up time is mostly module loading, so each kind of process loads only
+ * what it runs: a cluster primary never loads the image pipeline (sharp,
+ * undici, …), only its workers and a single process do.
+ */
 
 export async function serveCommand(argv: string[]): Promise<number> {
   // A cluster worker is forked with the primary's arguments; it takes its configuration from the primary.
-  if (cluster.isWorker) return runWorker();
+  if (cluster.isWorker) return (await import('./workers.ts')).runWorker();
 
   const { values, positionals } = parse(argv, {
     config: { type: 'string' },
@@ -69,7 +43,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (count > 1) {
     // Made once here, before any worker starts, so they cannot race to generate different keys.
     const keys = resolveSigningKeys(config);
-    return runPrimary(ctx, count, keys);
+    return (await import('./workers.ts')).runPrimary(ctx, count, keys);
   }
-  return runSingleProcess(ctx);
+  return (await import('./serve-single.ts')).runSingleProcess(ctx);
 }

@@ -5,11 +5,12 @@ import { openCacheStorage } from '../cache-config.ts';
 import { redactConfig, type Config, type SigningKeys } from '../config/index.ts';
 import { CLUSTER_RESTART_SETTINGS, effectiveAfterReload } from '../config/reload.ts';
 import { createLogger, type Logger } from '../log.ts';
-import { auditedReload, type AdminBackend } from '../server/admin.ts';
+import type { AdminBackend } from '../server/admin.ts';
+import { auditedReload } from '../server/audited-reload.ts';
 import { AuditLog } from '../server/audit-log.ts';
 import type { RunningServer } from '../server/http-server.ts';
 import { aggregateExposition, Metrics, type MetricSnapshot } from '../server/metrics.ts';
-import { ProxyService, type PurgeTarget, type ReloadOutcome, type ServiceStats } from '../server/proxy-service.ts';
+import type { ProxyService, PurgeTarget, ReloadOutcome, ServiceStats } from '../server/proxy-service.ts';
 import { startRateLimitPrimary } from '../server/rate-limit.ts';
 import { IpcRpc } from './ipc-rpc.ts';
 import { cacheIndexHandlers, RemoteCacheIndex } from './remote-cache-index.ts';
@@ -24,6 +25,33 @@ const MAX_RESPAWN_DELAY_MS = 30_000;
  * waiting worker after this long; one whose holder exits goes at once.
  */
 const FILL_LEASE_TTL_MS = 5_000;
+
+/**
+ * glibc malloc settings for the workers, where sharp runs. glibc reads them
+ * only at process start, so they go into each forked worker's environment.
+ * By default glibc gives each thread of libuv's pool (where libvips runs) an
+ * arena of its own, up to 8 per CPU, which keep the memory of freed pixel
+ * buffers; and it raises its mmap threshold to the largest block freed, after
+ * which big buffers come from (and stay in) the arenas too. Two arenas and
+ * the threshold fixed at its 128 KiB default each cut a worker's peak RSS in
+ * a miss storm by 40–60 MB (bench/README.md, "Memory"). Other C libraries
+ * ignore them.
+ */
+export const WORKER_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
+/** Young-generation cap for the workers: under load V8 grows it to two 32 MB semi-spaces, and keeps their RSS. */
+export const WORKER_SEMI_SPACE_FLAG = '--max-semi-space-size=8';
+
+/** WORKER_MALLOC_ENV, less what the operator set (also through GLIBC_TUNABLES). */
+export function workerMallocEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  if (/glibc\.malloc\./.test(env.GLIBC_TUNABLES ?? '')) return {};
+  return Object.fromEntries(Object.entries(WORKER_MALLOC_ENV).filter(([name]) => env[name] === undefined));
+}
+
+/** The workers' node flags: the primary's, plus WORKER_SEMI_SPACE_FLAG unless a semi-space size is given already. */
+export function workerExecArgv(execArgv: readonly string[] = process.execArgv, env: NodeJS.ProcessEnv = process.env): string[] {
+  const given = [...execArgv, env.NODE_OPTIONS ?? ''].some((arg) => /--max-semi-space-size\b/.test(arg));
+  return given ? [...execArgv] : [...execArgv, WORKER_SEMI_SPACE_FLAG];
+}
 
 interface WorkerHandle {
   worker: Worker;
@@ -53,7 +81,9 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   // The one index of the cache directory: workers reserve, commit and evict through it over IPC.
   const storage = await openCacheStorage(config, logger);
   const index = new CacheIndex({ storage, maxBytes: config.maxCacheBytes, maxEntries: config.maxEntries, logger });
-  void index.rebuild().catch((err: unknown) => { logger.error({ err }, 'cache index rebuild failed'); });
+  // The rebuild starts once the workers listen (below); until then the index is not ready either.
+  let rebuildStarted = false;
+  const indexStats = async () => ({ ...(await index.stats()), ...(rebuildStarted ? {} : { ready: false }) });
   // Cross-worker single-flight: one worker fetches a cold source, the others wait and read it from disk.
   const leases = new FillLeaseTable({
     ttlMs: FILL_LEASE_TTL_MS,
@@ -80,8 +110,11 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
     return aggregateExposition([await metrics.snapshot(), ...snapshots]);
   }
 
+  cluster.setupPrimary({ execArgv: workerExecArgv() });
+  const workerEnv = workerMallocEnv();
+
   function spawn(): WorkerHandle {
-    const worker = cluster.fork();
+    const worker = cluster.fork(workerEnv);
     let onListening!: (url: string) => void;
     let onFailed!: (err: Error) => void;
     const listening = new Promise<string>((resolve, reject) => {
@@ -103,6 +136,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
         },
         metrics: () => aggregateMetrics(),
         ...cacheIndexHandlers(index),
+        'index.stats': indexStats,
         ...fillLeaseHandlers(leases.viewFor(worker.id)),
       }),
     };
@@ -160,6 +194,10 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
     await closeIndex();
     throw err;
   }
+  // Only now: reading a large directory (1M entries: seconds of CPU) would slow the workers' start-up. The index
+  // serves meanwhile; it counts only new entries until the scan is done.
+  rebuildStarted = true;
+  void index.rebuild().catch((err: unknown) => { logger.error({ err }, 'cache index rebuild failed'); });
 
   /** Applies a validated config on every worker, or (if one refuses) puts back the old one everywhere. */
   async function reloadWorkers(loaded: Config): Promise<ReloadOutcome> {
@@ -260,6 +298,9 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
  * still allow each client one budget.
  */
 export async function runWorker(): Promise<number> {
+  // The image pipeline is the bulk of a worker's start-up: load it while the primary answers for the configuration.
+  const loadingService = import('../server/proxy-service.ts');
+  loadingService.catch(() => {}); // awaited below, where a failure is reported
   // Filled in once the primary has sent the configuration; signals may arrive before.
   const running: { service?: ProxyService; logger?: Logger } = {};
   const metrics = new Metrics();
@@ -298,6 +339,7 @@ export async function runWorker(): Promise<number> {
 
   try {
     const config = await rpc.call<Config>('config');
+    const { ProxyService } = await loadingService;
     const logger = createLogger(config.logLevel).child({ worker: cluster.worker?.id });
     running.logger = logger;
     const service = await ProxyService.start({

@@ -4,6 +4,7 @@ import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { auditableUrl, type AuditLog } from './audit-log.ts';
+import { auditedReload } from './audited-reload.ts';
 import { parseHopAddress } from './client-address.ts';
 import { observeResponse } from './front-door.ts';
 import { startServer, type RunningServer } from './http-server.ts';
@@ -71,28 +72,7 @@ function bearerToken(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
-/** A reload, with its outcome written to the audit log and counted (SIGHUP and POST /admin/reload alike). */
-export async function auditedReload(
-  reload: () => Promise<ReloadOutcome>,
-  actor: string,
-  audit: AuditLog,
-  metrics: Metrics,
-): Promise<ReloadOutcome> {
-  let outcome: ReloadOutcome;
-  try {
-    outcome = await reload();
-  } catch (err) {
-    outcome = { outcome: 'refused', reason: err instanceof Error ? err.message : String(err) };
-  }
-  metrics.configReloads.inc({ outcome: outcome.outcome });
-  await audit.record(
-    outcome.outcome === 'applied'
-      ? { actor, action: 'reload', outcome: 'applied', changes: outcome.changes, restartNeeded: outcome.restartNeeded }
-      : { actor, action: 'reload', outcome: 'refused', reason: outcome.reason },
-  );
-  return outcome;
-}
-
+export { auditedReload };
 
 async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];

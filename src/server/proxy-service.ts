@@ -1,11 +1,10 @@
 import type { AddressInfo } from 'node:net';
 import type { CacheIndexApi } from '../cache/cache-index.ts';
 import type { FillLease } from '../cache/fill-lease.ts';
-import { resolveAdminToken } from '../config/admin-token.ts';
-import { resolveSigningKeys, type Config } from '../config/index.ts';
-import { resolveOriginCredentials } from '../config/origin-credentials.ts';
+import type { Config } from '../config/index.ts';
 import { diffConfig, effectiveAfterReload, type ConfigChange } from '../config/reload.ts';
 import { createImageCache, type CacheStats, type ImageCache } from '../image-cache.ts';
+import '../image/sharp-setup.ts'; // libvips settings of a serving process
 import type { Logger } from '../log.ts';
 import { createClientAddressResolver } from './client-address.ts';
 import { createFrontDoor, type FrontDoorSettings } from './front-door.ts';
@@ -15,6 +14,7 @@ import type { Metrics } from './metrics.ts';
 import { OriginHealth } from './origin-health.ts';
 import { createClientRateLimiter, type RateLimitStore } from './rate-limit.ts';
 import { Readiness, type IndexState } from './readiness.ts';
+import { validateForReload } from './reload-validation.ts';
 import { registerRedisMetrics } from './redis-metrics.ts';
 import { withSharedLimits } from './shared-rate-limit.ts';
 
@@ -64,14 +64,7 @@ function limitsOf(config: Config): ServerLimits {
   };
 }
 
-/** Loads a configuration and checks everything a reload depends on, so a bad one is refused before anything changes. */
-export function validateForReload(load: () => Config, env: Record<string, string | undefined>): Config {
-  const config = load();
-  resolveSigningKeys(config);
-  resolveOriginCredentials(config, env);
-  resolveAdminToken(config);
-  return config;
-}
+export { validateForReload };
 
 /**
  * One serving process: the main listener (front door + image handler), the

@@ -254,7 +254,9 @@ test('a purge waits for a write of its source under way, so the written entry do
   const slowDisk = deferred();
   const started = deferred();
   probed.holdWrites = slowDisk.promise;
-  probed.onWrite = () => started.resolve();
+  probed.onWrite = () => {
+    started.resolve();
+  };
   const { loader, calls } = countingLoader();
   const cache = new CacheManager({ storage: probed, loader, logger: createLogger('silent'), memoryCacheBytes: 0 });
   managers.push(cache);

@@ -1,0 +1,14 @@
+import { resolveAdminToken } from '../config/admin-token.ts';
+import { resolveSigningKeys, type Config } from '../config/index.ts';
+import { resolveOriginCredentials } from '../config/origin-credentials.ts';
+
+// Apart from proxy-service.ts so that the cluster primary can check a reload without loading the image pipeline.
+
+/** Loads a configuration and checks everything a reload depends on, so a bad one is refused before anything changes. */
+export function validateForReload(load: () => Config, env: Record<string, string | undefined>): Config {
+  const config = load();
+  resolveSigningKeys(config);
+  resolveOriginCredentials(config, env);
+  resolveAdminToken(config);
+  return config;
+}

@@ -1,0 +1,72 @@
+/**
+ * Memory settings of `serve --workers N`: glibc reads its malloc settings only
+ * at process start, so the primary must put them into each worker's
+ * environment (and the V8 young-generation cap into its flags), and must
+ * leave alone whatever the operator set.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { WORKER_MALLOC_ENV, WORKER_SEMI_SPACE_FLAG, workerExecArgv, workerMallocEnv } from '../../src/cli/workers.ts';
+import { makeTempDir } from '../helpers/tmp.ts';
+import { eventually, spawnServe } from './process-helper.ts';
+
+const tmp = makeTempDir('fic-workers-memory-');
+after(() => { tmp.cleanup(); });
+
+describe('worker memory settings, as computed', () => {
+  test('glibc malloc: two arenas and a fixed mmap threshold, unless the operator set them', () => {
+    assert.deepEqual(workerMallocEnv({}), { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
+    assert.deepEqual(workerMallocEnv({ MALLOC_ARENA_MAX: '8' }), { MALLOC_MMAP_THRESHOLD_: '131072' });
+    assert.deepEqual(workerMallocEnv({ MALLOC_ARENA_MAX: '8', MALLOC_MMAP_THRESHOLD_: '0' }), {});
+    assert.deepEqual(workerMallocEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=4' }), {}, 'GLIBC_TUNABLES says it all');
+    assert.deepEqual(workerMallocEnv({ GLIBC_TUNABLES: 'glibc.rtld.optional_static_tls=512' }), WORKER_MALLOC_ENV, 'other tunables do not count');
+  });
+
+  test('V8: the semi-space cap is added to the primary\'s flags, unless a size is given', () => {
+    assert.deepEqual(workerExecArgv(['--enable-source-maps'], {}), ['--enable-source-maps', WORKER_SEMI_SPACE_FLAG]);
+    assert.deepEqual(workerExecArgv(['--max-semi-space-size=32'], {}), ['--max-semi-space-size=32']);
+    assert.deepEqual(workerExecArgv([], { NODE_OPTIONS: '--max-semi-space-size=2 --trace-warnings' }), []);
+  });
+});
+
+const hasProc = existsSync('/proc/self/environ');
+
+describe('worker memory settings, in real workers', { skip: !hasProc && 'needs /proc to read a process\'s environment' }, () => {
+  /** The pids of `pid`'s child processes. */
+  const childrenOf = (pid: number): number[] =>
+    readdirSync('/proc')
+      .filter((name) => /^\d+$/.test(name))
+      .filter((name) => {
+        try {
+          const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+          return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+        } catch {
+          return false; // exited meanwhile
+        }
+      })
+      .map(Number);
+  const nulSeparated = (file: string) => readFileSync(file, 'utf8').split('\0').filter((s) => s !== '');
+
+  test('each worker starts with the malloc settings and the V8 flag; an operator\'s own value is kept', async () => {
+    const server = await spawnServe(join(tmp.dir, 'home'), ['--workers', '2'], { FASTIMAGECACHE_LOG_LEVEL: 'warn', MALLOC_ARENA_MAX: '4' });
+    try {
+      const pid = server.child.pid ?? -1;
+      const workers = await eventually(() => {
+        const found = childrenOf(pid).filter((child) => nulSeparated(`/proc/${child}/cmdline`).some((arg) => arg.endsWith('main.ts')));
+        return found.length === 2 ? found : undefined;
+      }, 10_000, 'two worker processes');
+      for (const worker of workers) {
+        const env = nulSeparated(`/proc/${worker}/environ`);
+        assert.ok(env.includes('MALLOC_ARENA_MAX=4'), 'the operator\'s arena count');
+        assert.ok(env.includes('MALLOC_MMAP_THRESHOLD_=131072'));
+        assert.ok(nulSeparated(`/proc/${worker}/cmdline`).includes(WORKER_SEMI_SPACE_FLAG));
+      }
+      // The primary itself runs as it was started.
+      assert.ok(!nulSeparated(`/proc/${pid}/environ`).includes('MALLOC_MMAP_THRESHOLD_=131072'));
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+});
