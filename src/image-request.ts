@@ -15,6 +15,11 @@ export async function getImageVariant(
   plan: VariantPlan,
 ): Promise<CacheResult> {
   let brokenSource = false;
+  // Decoding the source is what fails for a broken one: remember that, then let the error go on.
+  const noteBroken = (err: unknown): never => {
+    brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';
+    throw err;
+  };
   const dropIfBroken = async (err: unknown): Promise<never> => {
     if (brokenSource) await cache.purge(sourceUrl).catch(() => 0);
     throw err;
@@ -24,11 +29,7 @@ export async function getImageVariant(
       cache.get({
         sourceUrl,
         variant: plan.id,
-        transform: (source) =>
-          images.transform(source.body, plan, source.meta.sha256).catch((err: unknown) => {
-            brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';
-            throw err;
-          }),
+        transform: (source) => images.transform(source.body, plan, source.meta.sha256).catch(noteBroken),
       }),
     )
     .catch(dropIfBroken);
@@ -39,20 +40,13 @@ export async function getImageVariant(
         cache.get({
           sourceUrl,
           variant: CLEANED_SOURCE_VARIANT,
-          transform: (source) =>
-            images.cleanForPassthrough(source.body, source.meta.sha256).catch((err: unknown) => {
-              brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';
-              throw err;
-            }),
+          transform: (source) => images.cleanForPassthrough(source.body, source.meta.sha256).catch(noteBroken),
         }),
       )
       .catch(dropIfBroken);
   }
   if (plan.id === '_') {
-    await images.ensureDecoded(result.body, result.sha256).catch((err: unknown) => {
-      brokenSource = err instanceof FastImageCacheError && err.code === 'not_an_image';
-      return dropIfBroken(err);
-    });
+    await images.ensureDecoded(result.body, result.sha256).catch(noteBroken).catch(dropIfBroken);
   }
   return result;
 }
