@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { EntryId, EntryMeta, Freshness, OriginInfo, ReadEntry, RemovalFeed, StorageBackend, StoredEntry } from '../storage/types.ts';
@@ -20,9 +19,11 @@ import { namespaceFingerprint } from './namespace.ts';
 import { NegativeCache } from './negative-cache.ts';
 import { normalizeSourceUrl } from './normalize-url.ts';
 import type { PurgeMessage } from './purge-bus.ts';
-import { EarlyResults, PendingByKey } from './early-results.ts';
+import { EarlyResults } from './early-results.ts';
+import { PendingByKey } from './pending-by-key.ts';
 import { SingleFlight } from './single-flight.ts';
 import { WarnLimiter } from './warn-limiter.ts';
+import { sha256Hex } from '../hash.ts';
 
 /** HIT: stored and fresh. MISS: fetched or made now. STALE: served expired (stale-while-revalidate or stale-if-error). REVALIDATED: the origin confirmed it (304). */
 export type CacheStatus = 'HIT' | 'MISS' | 'STALE' | 'REVALIDATED';
@@ -328,13 +329,8 @@ export class CacheManager {
   async #purgeSourceHere(key: string): Promise<number> {
     const group = this.#storage.groupOf(this.#storage.entryId(key, key));
     this.#epoch += 1;
-    this.#memory.deleteGroup(group);
     this.#negative.forget(key);
-    await this.#writes.settled(group); // a write under way would land after the removal
-    const removed = await this.#storage.deleteGroup(group);
-    await this.#index.remove(removed);
-    await this.#announce(removed);
-    return removed.length;
+    return (await this.#removeGroup(group)).length;
   }
 
   async #purgeAllHere(): Promise<void> {
@@ -693,17 +689,22 @@ export class CacheManager {
 
   /** Removes a source and all its variants (the origin said it is gone or changed). */
   async #dropGroup(target: Target): Promise<void> {
-    const group = this.#storage.groupOf(target.id);
-    this.#memory.deleteGroup(group);
     try {
-      await this.#writes.settled(group);
-      const removed = await this.#storage.deleteGroup(group);
-      await this.#index.remove(removed);
-      await this.#announce(removed);
+      await this.#removeGroup(this.#storage.groupOf(target.id));
     } catch (err) {
       this.#logger.warn({ cacheKey: target.sourceKey, err }, 'could not remove outdated cache entries');
     }
   }
+  /** A source's group out of every tier here (memory, disk, index) and announced to the other processes. */
+  async #removeGroup(group: string): Promise<EntryId[]> {
+    this.#memory.deleteGroup(group);
+    await this.#writes.settled(group); // a write under way would land after the removal
+    const removed = await this.#storage.deleteGroup(group);
+    await this.#index.remove(removed);
+    await this.#announce(removed);
+    return removed;
+  }
+
 
   /** The stored entry if it is intact and really is the one for this key; otherwise undefined. */
   async #readVerified(target: Target): Promise<StoredEntry | undefined> {
@@ -857,6 +858,3 @@ export function etagFor(sha256: string): string {
   return `"${sha256.slice(0, 32)}"`;
 }
 
-function sha256Hex(body: Buffer): string {
-  return createHash('sha256').update(body).digest('hex');
-}
