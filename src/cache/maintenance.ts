@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from '../log.ts';
 import type { EntryId, EntryMeta, StorageBackend } from '../storage/types.ts';
 import { CacheIndex } from './cache-index.ts';
 import { SOURCE_VARIANT, sourceKey } from './cache-key.ts';
 import { usableUntil } from './freshness.ts';
 import { normalizeSourceUrl } from './normalize-url.ts';
+import { sha256Hex } from '../hash.ts';
 
 /**
  * Whole-directory operations for the CLI (`purge`, `verify`, `prune`,
@@ -51,7 +51,7 @@ export async function verifyEntries(storage: StorageBackend, opts: { onProgress?
         entry !== undefined &&
         storage.entryId(entry.meta.sourceKey, entry.meta.key) === scanned.id &&
         entry.meta.size === entry.body.length &&
-        createHash('sha256').update(entry.body).digest('hex') === entry.meta.sha256;
+        sha256Hex(entry.body) === entry.meta.sha256;
       summary.checked += 1;
       if (sound) {
         summary.ok += 1;

@@ -12,6 +12,7 @@ import { cleanSource, transformImage, type TransformSettings } from './transform
 import { defaultTransformConcurrency, TransformQueue } from './transform-queue.ts';
 import type { ImageFormat } from './types.ts';
 import { inspectImage, verifyImage } from './verify.ts';
+import { sha256Hex } from '../hash.ts';
 
 /** Variant id of a source cleaned for passthrough (see needsPassthroughClean); no options string spells it. */
 export const CLEANED_SOURCE_VARIANT = 'src:clean';
@@ -136,7 +137,7 @@ export class ImageProcessor {
       if (!forVariant) {
         const image = await verifyImage(bytes, checks);
         const stored = s.stripMetadata ? await cleanSource(bytes, this.#transformSettings(), 'serve') : { body: bytes, contentType: image.mime };
-        this.#rememberDecoded(sha256(stored.body));
+        this.#rememberDecoded(sha256Hex(stored.body));
         return { body: stored.body, contentType: stored.contentType };
       }
       const image = await inspectImage(bytes, checks);
@@ -219,7 +220,7 @@ export class ImageProcessor {
       throw new FastImageCacheError('not_an_image', `format ${format} is not allowed (inputFormats)`);
     }
     const made = await this.queue.run(() => transformImage(source, plan.variant, this.#transformSettings(), this.#headers.get(source)));
-    this.#rememberDecoded(sourceSha256 ?? sha256(source));
+    this.#rememberDecoded(sourceSha256 ?? sha256Hex(source));
     return { body: made.body, contentType: made.contentType };
   }
 }
@@ -237,6 +238,3 @@ function checkPresets(settings: ImageProcessorSettings): void {
   }
 }
 
-function sha256(body: Buffer): string {
-  return createHash('sha256').update(body).digest('hex');
-}

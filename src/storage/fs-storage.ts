@@ -1,7 +1,7 @@
 import { constants, type Dirent } from 'node:fs';
 import fs, { type FileHandle } from 'node:fs/promises';
 import fsCallback from 'node:fs';
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from '../log.ts';
@@ -12,6 +12,7 @@ import { decodeEntry, decodeMeta, encodeEntryParts } from './entry-codec.ts';
 import { OpenEntries, identityOf, stillNamed, type OpenEntry } from './open-entries.ts';
 import { tempName } from './temp-files.ts';
 import type { EntryId, EntryMeta, PreparedEntry, ReadEntry, ScannedEntry, StorageBackend, StorageStats, StoredEntry } from './types.ts';
+import { sha256Hex } from '../hash.ts';
 
 /** Per-directory HMAC key for file names; lives in the cache directory itself. */
 export const SECRET_FILE_NAME = '.secret';
@@ -186,7 +187,7 @@ export class FsStorage implements StorageBackend {
       return undefined; // e.g. closed by an eviction meanwhile
     }
     if (kept.crc === undefined) {
-      if (createHash('sha256').update(body).digest('hex') !== meta.sha256) return undefined;
+      if (sha256Hex(body) !== meta.sha256) return undefined;
       kept.crc = crc32(body);
     } else if (crc32(body) !== kept.crc) {
       return undefined;

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from '../../log.ts';
 import type { EntryCipher } from '../entry-cipher.ts';
 import type { RedisConnection } from './connection.ts';
 import { decodeSharedEntry, encodeSharedEntry, type Sealing } from './shared-entry-codec.ts';
+import { sha256Hex } from '../../hash.ts';
 
 /** What the shared tier needs of an entry's metadata; the rest is stored as it is. */
 export interface SharedEntryMeta {
@@ -158,6 +158,6 @@ function globEscape(text: string): string {
 function integrityProblem(meta: Record<string, unknown>, body: Buffer, key: string): string | undefined {
   if (meta.key !== key) return 'entry belongs to another key';
   if (meta.size !== body.length) return 'size mismatch';
-  if (typeof meta.sha256 !== 'string' || createHash('sha256').update(body).digest('hex') !== meta.sha256) return 'sha256 mismatch';
+  if (typeof meta.sha256 !== 'string' || sha256Hex(body) !== meta.sha256) return 'sha256 mismatch';
   return undefined;
 }
