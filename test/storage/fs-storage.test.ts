@@ -1,7 +1,6 @@
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +10,7 @@ import { CacheDirError, TMP_DIR_NAME } from '../../src/storage/cache-dir.ts';
 import { encodeEntry } from '../../src/storage/entry-codec.ts';
 import { FsStorage, SECRET_FILE_NAME } from '../../src/storage/fs-storage.ts';
 import type { StoredEntry } from '../../src/storage/types.ts';
+import { makeEntry, sha256 } from '../helpers/entries.ts';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -38,28 +38,7 @@ async function openStorage(dir?: string): Promise<FsStorage> {
   return FsStorage.open({ dir: dir ?? path.join(await freshDir(), 'cache'), logger: silentLogger() });
 }
 
-const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
-function makeEntry(url: string, body: Buffer | string, variant = '_'): StoredEntry {
-  const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body);
-  const sourceKey = sha256(`key:${url}`);
-  return {
-    meta: {
-      key: variant === '_' ? sourceKey : sha256(`key:${url}:${variant}`),
-      sourceKey,
-      sourceUrl: url,
-      variant,
-      contentType: 'image/png',
-      size: bytes.length,
-      sha256: sha256(bytes),
-      sourceSha256: sha256(bytes),
-      storedAt: Date.now(),
-      freshness: { freshUntil: 1, staleWhileRevalidateUntil: 2, staleIfErrorUntil: 3, mustRevalidate: false },
-      origin: { etag: '"o1"' },
-    },
-    body: bytes,
-  };
-}
 
 /** Where `entry` lives in `storage`. */
 const idOf = (storage: FsStorage, entry: StoredEntry) => storage.entryId(entry.meta.sourceKey, entry.meta.key);

@@ -1,6 +1,5 @@
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readdirSync, readlinkSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -11,6 +10,7 @@ import { silentLogger } from '../../src/log.ts';
 import { EntryCipher } from '../../src/storage/entry-cipher.ts';
 import { FsStorage, type FsStorageOptions } from '../../src/storage/fs-storage.ts';
 import type { ReadEntry, StoredEntry } from '../../src/storage/types.ts';
+import { makeEntry, sha256 } from '../helpers/entries.ts';
 
 // Entry files are kept open between reads (FsStorage.read). Two FsStorage
 // instances on one directory stand for two processes: neither tells the other
@@ -35,28 +35,7 @@ async function open(dir: string, opts: Partial<FsStorageOptions> = {}): Promise<
   return storage;
 }
 
-const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
-function makeEntry(url: string, body: string, variant = '_'): StoredEntry {
-  const bytes = Buffer.from(body);
-  const sourceKey = sha256(`key:${url}`);
-  return {
-    meta: {
-      key: variant === '_' ? sourceKey : sha256(`key:${url}:${variant}`),
-      sourceKey,
-      sourceUrl: url,
-      variant,
-      contentType: 'image/png',
-      size: bytes.length,
-      sha256: sha256(bytes),
-      sourceSha256: sha256(bytes),
-      storedAt: Date.now(),
-      freshness: { freshUntil: 1, staleWhileRevalidateUntil: 2, staleIfErrorUntil: 3, mustRevalidate: false },
-      origin: {},
-    },
-    body: bytes,
-  };
-}
 
 const idOf = (storage: FsStorage, entry: StoredEntry) => storage.entryId(entry.meta.sourceKey, entry.meta.key);
 const put = (storage: FsStorage, entry: StoredEntry) => storage.write(idOf(storage, entry), storage.prepare(entry));
