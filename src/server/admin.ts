@@ -72,8 +72,6 @@ function bearerToken(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
-export { auditedReload };
-
 async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;

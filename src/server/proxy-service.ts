@@ -64,8 +64,6 @@ function limitsOf(config: Config): ServerLimits {
   };
 }
 
-export { validateForReload };
-
 /**
  * One serving process: the main listener (front door + image handler), the
  * live ImageCache (swapped on reload), readiness and graceful shutdown. The
