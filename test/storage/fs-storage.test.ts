@@ -256,34 +256,37 @@ test('write failure: fan-out directory replaced by a file → throws ENOTDIR, no
   assert.deepEqual(await tempFilesLeft(storage.dir), []);
 });
 
-test('write failure midway (file size limit hit while writing) → throws, old entry intact, no temp files', async () => {
-  // A real mid-write failure that works as root too: RLIMIT_FSIZE makes the
-  // second write() of the temp file fail with EFBIG after part was written.
-  const storage = await openStorage();
-  const old = makeEntry('https://example.com/big.png', 'small old entry');
-  await put(storage, old);
+// Entries up to 1 MiB are written from the event loop, larger ones through the thread pool: both must fail cleanly.
+for (const [kind, bodyBytes] of [['small entry, written directly', 512 * 1024], ['entry over 1 MiB, written through the pool', 2 * 1024 * 1024]] as const) {
+  test(`write failure midway (file size limit hit while writing), ${kind} → throws, old entry intact, no temp files`, async () => {
+    // A real mid-write failure that works as root too: RLIMIT_FSIZE makes the
+    // second write() of the temp file fail with EFBIG after part was written.
+    const storage = await openStorage();
+    const old = makeEntry('https://example.com/big.png', 'small old entry');
+    await put(storage, old);
 
-  const storageUrl = new URL('../../src/storage/fs-storage.ts', import.meta.url).href;
-  const logUrl = new URL('../../src/log.ts', import.meta.url).href;
-  const child = `
-    import { FsStorage } from ${JSON.stringify(storageUrl)};
-    import { silentLogger } from ${JSON.stringify(logUrl)};
-    const storage = await FsStorage.open({ dir: ${JSON.stringify(storage.dir)}, logger: silentLogger() });
-    const body = Buffer.alloc(512 * 1024, 1);
-    const meta = { ...${JSON.stringify(old.meta)}, size: body.length, sha256: 'x' };
-    try { await storage.write(storage.entryId(meta.sourceKey, meta.key), storage.prepare({ meta, body })); console.log('written'); }
-    catch (err) { console.log('failed:' + err.code); }
-  `;
-  const { stdout } = await promisify(execFile)('bash', [
-    '-c',
-    'ulimit -f 128 && exec "$0" --input-type=module -e "$1"',
-    process.execPath,
-    child,
-  ]);
-  assert.equal(stdout.trim(), 'failed:EFBIG');
-  assertSameEntry(await get(storage, old), old);
-  assert.deepEqual(await tempFilesLeft(storage.dir), []);
-});
+    const storageUrl = new URL('../../src/storage/fs-storage.ts', import.meta.url).href;
+    const logUrl = new URL('../../src/log.ts', import.meta.url).href;
+    const child = `
+      import { FsStorage } from ${JSON.stringify(storageUrl)};
+      import { silentLogger } from ${JSON.stringify(logUrl)};
+      const storage = await FsStorage.open({ dir: ${JSON.stringify(storage.dir)}, logger: silentLogger() });
+      const body = Buffer.alloc(${bodyBytes}, 1);
+      const meta = { ...${JSON.stringify(old.meta)}, size: body.length, sha256: 'x' };
+      try { await storage.write(storage.entryId(meta.sourceKey, meta.key), storage.prepare({ meta, body })); console.log('written'); }
+      catch (err) { console.log('failed:' + err.code); }
+    `;
+    const { stdout } = await promisify(execFile)('bash', [
+      '-c',
+      'ulimit -f 128 && exec "$0" --input-type=module -e "$1"',
+      process.execPath,
+      child,
+    ]);
+    assert.equal(stdout.trim(), 'failed:EFBIG');
+    assertSameEntry(await get(storage, old), old);
+    assert.deepEqual(await tempFilesLeft(storage.dir), []);
+  });
+}
 
 test('write failure: read-only fan-out directory → throws EACCES, old entry intact, no temp files', { skip: isRoot && 'root ignores directory permissions; the tests above fail writes for real instead' }, async () => {
   const storage = await openStorage();
