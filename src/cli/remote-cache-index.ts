@@ -36,8 +36,14 @@ export class RemoteCacheIndex implements CacheIndexApi {
     return this.#rpc.call<number | null>('index.reserve', { id, bytes }, RESERVE_TIMEOUT_MS);
   }
 
+  /**
+   * Not waited for: the entry is written, and the primary handles this
+   * worker's calls in order, so its next reserve or stats already sees it.
+   * Waiting would add a round trip to every cold response.
+   */
   commit(token: number): Promise<void> {
-    return this.#quiet('index.commit', { token });
+    void this.#quiet('index.commit', { token });
+    return Promise.resolve();
   }
 
   release(token: number): Promise<void> {

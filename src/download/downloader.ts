@@ -95,20 +95,25 @@ export function createDownloader(policy: DownloadPolicy, logger: Logger): Downlo
     body: AsyncIterable<Buffer> & { on(event: 'error', listener: () => void): unknown; destroy(): unknown },
     declared: number | undefined,
   ): Promise<Buffer> {
+    // With a Content-Length (already checked against maxBytes), chunks are copied into their final buffer as
+    // they arrive: no second copy of the whole body at the end. Untouched pages of it take no memory. (Slow:
+    // not a slice of the shared pool, which a cached small image would keep alive.)
+    const whole = declared === undefined ? undefined : Buffer.allocUnsafeSlow(declared);
     const chunks: Buffer[] = [];
     let received = 0;
     for await (const chunk of body) {
-      received += chunk.length;
-      if (received > policy.maxBytes) {
+      if (received + chunk.length > policy.maxBytes) {
         discard(body);
         throw new FastImageCacheError('too_large', `body exceeds ${policy.maxBytes} bytes`);
       }
-      chunks.push(chunk);
+      if (whole === undefined) chunks.push(chunk);
+      else if (received + chunk.length <= whole.length) chunk.copy(whole, received);
+      received += chunk.length;
     }
     if (declared !== undefined && received !== declared) {
       throw new FastImageCacheError('origin_error', `body of ${received} bytes, Content-Length said ${declared}`);
     }
-    return Buffer.concat(chunks, received);
+    return whole ?? Buffer.concat(chunks, received);
   }
 
   async function fetchWithin(req: FetchRequest, signal: AbortSignal): Promise<FetchResult> {
