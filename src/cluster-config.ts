@@ -10,6 +10,8 @@ import { EntryCipher } from './storage/entry-cipher.ts';
 import { RedisConnection } from './storage/redis/connection.ts';
 import { RedisSharedTier } from './storage/redis/shared-tier.ts';
 
+export { createSharedRateLimiter } from './storage/redis/shared-rate-limiter.ts';
+
 /** A node's Redis link and the cluster side of its cache; what `redis.url` turns on. */
 export interface ClusterParts {
   connection: RedisConnection;

@@ -4,7 +4,10 @@ import { CacheManager, type CacheManagerStats, type CacheStatus, type Loader } f
 import { BoundedMemo } from './cache/bounded-memo.ts';
 import type { CacheIndexApi } from './cache/cache-index.ts';
 import type { FillLease } from './cache/fill-lease.ts';
-import { loadConfig, resolveSigningKeys, type Config, type LoadConfigOptions, type SigningKeys } from './config/index.ts';
+import type { LoadConfigOptions } from './config/load.ts';
+import type { Config } from './config/schema.ts';
+import { resolveSigningKeys, type SigningKeys } from './config/secrets.ts';
+import { resolveRedisUrl } from './config/redis-url.ts';
 import { checkSourceUrl, createDownloader, type Downloader, type DownloadPolicy } from './download/index.ts';
 import { credentialHeadersFor } from './download/origin-credentials.ts';
 import { withResilience, type OriginObserver, type ResilienceSettings } from './download/resilience.ts';
@@ -17,9 +20,8 @@ import { silentLogger, type Logger } from './log.ts';
 import { createRequestHandler } from './server/handler.ts';
 import { buildImagePath } from './server/signature.ts';
 import { cacheOptionsFrom, openCacheDirectory } from './cache-config.ts';
-import { openCluster } from './cluster-config.ts';
 import type { RedisHealth } from './storage/redis/connection.ts';
-import { createSharedRateLimiter, type SharedRateLimiter } from './storage/redis/shared-rate-limiter.ts';
+import type { SharedRateLimiter } from './storage/redis/shared-rate-limiter.ts';
 
 /** What an embedding app may pass: any setting, plus where else to read settings from. */
 export interface ImageCacheOptions extends Omit<LoadConfigOptions, 'overrides' | 'flags'> {
@@ -121,9 +123,11 @@ export function resilienceSettingsFrom(config: Config): ResilienceSettings {
  * download → verify. The server, the CLI and embedding apps all use this.
  */
 export async function createImageCache(options: ImageCacheOptions = {}): Promise<ImageCache> {
+  // The schema (zod) and the Redis client load only when needed: a cluster worker gets its configuration
+  // validated from the primary, and most caches have no Redis (each costs MBs of heap in every worker).
   const config =
     options.config ??
-    loadConfig({ configFile: options.configFile, env: options.env, overrides: options.settings ?? {} }).config;
+    (await import('./config/load.ts')).loadConfig({ configFile: options.configFile, env: options.env, overrides: options.settings ?? {} }).config;
   const logger = options.logger ?? silentLogger();
   const signingKeys = resolveSigningKeys(config);
   const credentials = resolveOriginCredentials(config, options.env ?? process.env);
@@ -134,7 +138,8 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
 
   const directory = await openCacheDirectory(config, logger);
   // Several nodes, one cache: on when redis.url is set; connects in the background, never blocks a request.
-  const cluster = openCluster(config, logger);
+  const clusterParts = resolveRedisUrl(config) === undefined ? undefined : await import('./cluster-config.ts');
+  const cluster = clusterParts?.openCluster(config, logger);
   const downloader: Downloader = withResilience(createDownloader(policy, logger), resilienceSettingsFrom(config), {
     observer: options.originObserver,
     logger,
@@ -198,7 +203,7 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
     },
     redisHealth: () => cluster?.connection.health(),
     sharedRateLimiter: (limits, name) =>
-      cluster === undefined || limits.perSecond <= 0 ? undefined : createSharedRateLimiter({ connection: cluster.connection, ...limits, name }),
+      cluster === undefined || clusterParts === undefined || limits.perSecond <= 0 ? undefined : clusterParts.createSharedRateLimiter({ connection: cluster.connection, ...limits, name }),
     async close() {
       await downloader.close();
       await cache.close();

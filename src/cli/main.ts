@@ -1,5 +1,6 @@
 // First import: sizes libuv's thread pool before anything can start it.
 import './threadpool.ts';
+import cluster from 'node:cluster';
 import { ConfigError } from '../errors.ts';
 import { UsageError } from './args.ts';
 import { enableCompileCache } from './compile-cache.ts';
@@ -45,6 +46,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'serve':
+        // A cluster worker is forked with the primary's arguments and takes its configuration from the primary:
+        // it goes straight to its own code, without the configuration loader (zod, yaml) serve.ts brings.
+        if (cluster.isWorker) return await (await import('./workers.ts')).runWorker();
         return await (await import('./serve.ts')).serveCommand(rest);
       case 'sign':
         return (await import('./sign.ts')).signCommand(rest);

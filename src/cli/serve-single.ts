@@ -1,4 +1,4 @@
-import { redactConfig } from '../config/index.ts';
+import { redactConfig } from '../config/redact.ts';
 import { auditedReload } from '../server/audited-reload.ts';
 import { serviceAdminBackend } from '../server/admin.ts';
 import { AuditLog } from '../server/audit-log.ts';

@@ -1,4 +1,3 @@
-import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { loadConfig, resolveSigningKeys } from '../config/index.ts';
 import { createLogger, type Logger } from '../log.ts';
@@ -13,9 +12,6 @@ import type { ServeContext } from './serve-common.ts';
  */
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  // A cluster worker is forked with the primary's arguments; it takes its configuration from the primary.
-  if (cluster.isWorker) return (await import('./workers.ts')).runWorker();
-
   const { values, positionals } = parse(argv, {
     config: { type: 'string' },
     host: { type: 'string' },

@@ -1,5 +1,6 @@
 import { redactRedisUrl } from './redis-url.ts';
-import { SECRET_SETTINGS, type Config } from './schema.ts';
+import type { Config } from './schema.ts';
+import { SECRET_SETTINGS } from './secret-settings.ts';
 
 export const REDACTED = '[redacted]';
 

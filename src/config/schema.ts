@@ -297,5 +297,4 @@ export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 export type SettingName = keyof Config;
 
-/** Settings that are secrets: never taken from a config file or a flag, never printed. */
-export const SECRET_SETTINGS: ReadonlySet<string> = new Set<string>(['key', 'admin.token', 'storageKey']);
+export { SECRET_SETTINGS } from './secret-settings.ts';

@@ -9,7 +9,7 @@ import { parseHopAddress } from './client-address.ts';
 import { observeResponse } from './front-door.ts';
 import { startServer, type RunningServer } from './http-server.ts';
 import { routeLabel, type Metrics } from './metrics.ts';
-import { redactConfig } from '../config/index.ts';
+import { redactConfig } from '../config/redact.ts';
 import type { ProxyService, PurgeTarget, ReloadOutcome } from './proxy-service.ts';
 import { sendError, sendJson } from './responses.ts';
 

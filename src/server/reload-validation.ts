@@ -1,5 +1,6 @@
 import { resolveAdminToken } from '../config/admin-token.ts';
-import { resolveSigningKeys, type Config } from '../config/index.ts';
+import type { Config } from '../config/schema.ts';
+import { resolveSigningKeys } from '../config/secrets.ts';
 import { resolveOriginCredentials } from '../config/origin-credentials.ts';
 
 // Apart from proxy-service.ts so that the cluster primary can check a reload without loading the image pipeline.
