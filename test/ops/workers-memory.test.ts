@@ -5,7 +5,7 @@
  * leave alone whatever the operator set.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { WORKER_MALLOC_ENV, WORKER_SEMI_SPACE_FLAG, workerExecArgv, workerMallocEnv } from '../../src/cli/workers.ts';
@@ -69,4 +69,34 @@ describe('worker memory settings, in real workers', { skip: !hasProc && 'needs /
       assert.equal(await server.stop(), 0);
     }
   });
+
+  test('a worker loads neither the configuration loader (zod, yaml) nor the Redis client when no Redis is configured', async () => {
+    // Each costs MBs of heap in every worker: the primary validates the configuration, and Redis is optional.
+    const logDir = join(tmp.dir, 'modules');
+    mkdirSync(logDir, { recursive: true });
+    const hook = join(tmp.dir, 'log-modules.mjs');
+    writeFileSync(
+      hook,
+      `import { registerHooks } from 'node:module';
+import cluster from 'node:cluster';
+import { appendFileSync } from 'node:fs';
+if (cluster.isWorker) registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); appendFileSync(${JSON.stringify(logDir)} + '/' + process.pid, r.url + '\\n'); return r; } });
+`,
+    );
+    const server = await spawnServe(join(tmp.dir, 'home-modules'), ['--workers', '2'], { FASTIMAGECACHE_LOG_LEVEL: 'warn', NODE_OPTIONS: `--import ${hook}` });
+    try {
+      const res = await fetch(`${server.url}/healthz`);
+      assert.equal(res.status, 200);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+    const logs = readdirSync(logDir);
+    assert.equal(logs.length, 2, 'both workers logged their modules');
+    for (const log of logs) {
+      const urls = readFileSync(join(logDir, log), 'utf8');
+      assert.match(urls, /node_modules\/sharp\//, 'the log holds the worker\'s modules');
+      for (const pkg of ['zod', 'yaml', 'ioredis']) assert.doesNotMatch(urls, new RegExp(`node_modules/${pkg}/`), `${pkg} loaded in a worker`);
+    }
+  });
 });
+
