@@ -471,19 +471,22 @@ async function main(): Promise<void> {
               `${st.ok} ok${st.abandoned ? `, ${st.abandoned} abandoned at the deadline` : ''}`,
           );
         });
-        const peerResizePaths = resizeOriginPaths(photoSet.resizePhotos, sizes.resizeImages, round, h.id);
+        const resizeOrigin =
+          h.id === 'fastimagecache' ? (ficResizeOrigin[round - 1] as string[]) : resizeOriginPaths(photoSet.resizePhotos, sizes.resizeImages, round, h.id);
         if (h.resizePath) {
-          const originPaths = h.id === 'fastimagecache' ? (ficResizeOrigin[round - 1] as string[]) : peerResizePaths;
           await attempt('resize cold', async () => {
-            result.resizeCold = await runResizeCold(ctx, h, originPaths, sizes);
+            result.resizeCold = await runResizeCold(ctx, h, resizeOrigin, sizes);
             log(`  resize cold: ${result.resizeCold.perSec.toFixed(2)} img/s (${result.resizeCold.images} images)`);
           });
+        }
+        // The warm resize load that follows is hits: its memory is not a miss storm's.
+        result.missRss = missRss.stop();
+        if (h.resizePath) {
           await attempt('resize warm', async () => {
-            result.resizeWarm = await runResizeWarm(ctx, h, originPaths, sizes);
+            result.resizeWarm = await runResizeWarm(ctx, h, resizeOrigin, sizes);
             log(`  resize warm: ${result.resizeWarm.rps.toFixed(0)} req/s`);
           });
         }
-        result.missRss = missRss.stop();
       }
       if (runSharp) {
         log(`round ${round}/${sizes.rounds}: raw sharp`);
@@ -526,7 +529,7 @@ async function main(): Promise<void> {
       `Mixed: ${sizes.mixedRequests} requests, every 10th a URL never asked before, each requested once across ${sizes.connections} connections (capped at ${sizes.mixedCapSec} s; with wrk up to ${sizes.connections} of the last requests may be hot padding instead of slow misses still in flight).`,
       `Resize: ${sizes.resizeImages} distinct URLs of photos (JPEG ≥ 100 KB) to 300 px wide WebP, ${sizes.resizeConcurrency} at a time (cold, capped at ${sizes.resizeCapSec} s, after 2 warm-up resizes per worker), then the same URLs for ${sizes.warmSec} s with ${sizes.connections} connections (warm). fastimagecache: \`${RESIZE_OPTIONS}\`; ipx: \`w_300,f_webp\`; raw sharp: rotate().resize({ width: 300 }).webp() on the bytes in memory.`,
       `Stampede: ${sizes.stampedeClients} clients, one connection each, at once, for one URL never asked before (${stampedePhoto.name}, ${Math.round(stampedePhoto.bytes / 1024)} KB); clients still waiting after ${sizes.stampedeCapSec} s are abandoned (the last-byte figure is then "> cap").`,
-      `Peak RSS is sampled from /proc every 100 ms over the whole process tree (nginx master + workers, Varnish manager + child, fastimagecache primary + workers).`,
+      `Peak RSS is sampled from /proc every 100 ms over the whole process tree (nginx master + workers, Varnish manager + child, fastimagecache primary + workers): during the hot load, and during the misses (mixed, stampede and cold resize; the warm resize load, all hits, is no longer in this window).`,
       `This machine is shared: absolute numbers drift with other load (load average at start: ${machine.loadAverageAtStart}; at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}); compare ratios within one run.`,
     );
     const report = renderReport({
