@@ -293,14 +293,16 @@ export class FsStorage implements StorageBackend {
         fsCallback.renameSync(tmp, target);
       }
     } catch (err) {
-      if (fd !== undefined) {
-        try {
-          fsCallback.closeSync(fd);
-        } catch {
-          // already failing; the original error is the one to report
-        }
+      // Already failing: the original error is the one to report (a temp file left here goes at the next start).
+      const open = fd;
+      if (open !== undefined) {
+        ignoreErrors(() => {
+          fsCallback.closeSync(open);
+        });
       }
-      fsCallback.rmSync(tmp, { force: true });
+      ignoreErrors(() => {
+        fsCallback.rmSync(tmp, { force: true });
+      });
       throw err;
     }
   }
@@ -452,6 +454,14 @@ async function mkdirPrivate(dir: string): Promise<void> {
     throw err;
   }
   await fs.chmod(dir, DIR_MODE);
+}
+
+function ignoreErrors(step: () => void): void {
+  try {
+    step();
+  } catch {
+    // see the caller
+  }
 }
 
 function mkdirPrivateNow(dir: string): void {
