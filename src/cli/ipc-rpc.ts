@@ -16,6 +16,13 @@ interface CallMessage {
   params: unknown;
 }
 
+/** A call nobody waits for: no id, no answer. */
+interface NoteMessage {
+  ficRpc: 'note';
+  method: string;
+  params: unknown;
+}
+
 interface ResultMessage {
   ficRpc: 'result';
   id: number;
@@ -24,9 +31,14 @@ interface ResultMessage {
   error?: { message: string; code?: string; detail?: string };
 }
 
-function isRpcMessage(message: unknown): message is CallMessage | ResultMessage {
+function isRpcMessage(message: unknown): message is CallMessage | NoteMessage | ResultMessage {
   const kind = (message as { ficRpc?: unknown } | null)?.ficRpc;
-  return kind === 'call' || kind === 'result';
+  return kind === 'call' || kind === 'note' || kind === 'result';
+}
+
+export interface IpcRpcOptions {
+  /** A handler failed on a notification (nobody is waiting to hear it): e.g. log it. */
+  onNoteError?: (method: string, err: unknown) => void;
 }
 
 /** Rebuilds an error sent over IPC: our own codes survive, anything else becomes a plain Error. */
@@ -46,15 +58,18 @@ export class IpcRpc {
   readonly #handlers: Record<string, RpcHandler>;
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   readonly #listener: (message: unknown) => void;
+  readonly #onNoteError: IpcRpcOptions['onNoteError'];
   #nextId = 1;
   #closed = false;
 
-  constructor(endpoint: IpcEndpoint, handlers: Record<string, RpcHandler>) {
+  constructor(endpoint: IpcEndpoint, handlers: Record<string, RpcHandler>, options: IpcRpcOptions = {}) {
     this.#endpoint = endpoint;
     this.#handlers = handlers;
+    this.#onNoteError = options.onNoteError;
     this.#listener = (message) => {
       if (!isRpcMessage(message)) return;
       if (message.ficRpc === 'call') void this.#answer(message);
+      else if (message.ficRpc === 'note') void this.#take(message);
       else this.#settle(message);
     };
     endpoint.on('message', this.#listener);
@@ -78,6 +93,16 @@ export class IpcRpc {
         reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
+  }
+
+  /**
+   * Tells the other side to run `method`, without waiting for it: one message
+   * instead of a call's two, and no timer. Handled in order with the calls
+   * sent after it. Throws only when the channel cannot take the message.
+   */
+  notify(method: string, params: unknown = null): void {
+    if (this.#closed) throw new Error(`IPC channel closed (notifying ${method})`);
+    this.#endpoint.send({ ficRpc: 'note', method, params } satisfies NoteMessage);
   }
 
   /** Stops listening; calls still waiting are rejected. */
@@ -106,6 +131,16 @@ export class IpcRpc {
       if (!this.#closed) this.#endpoint.send(reply);
     } catch {
       // The other side went away; it will not wait for this answer.
+    }
+  }
+
+  async #take(message: NoteMessage): Promise<void> {
+    try {
+      const handler = this.#handlers[message.method];
+      if (handler === undefined) throw new Error(`no IPC method ${message.method}`);
+      await handler(message.params);
+    } catch (err) {
+      this.#onNoteError?.(message.method, err);
     }
   }
 

@@ -18,7 +18,10 @@ const TOUCH_BATCH_MAX = 1024;
  * The cache index of the cluster primary, as a worker sees it: every call
  * goes over IPC, so all workers account and evict in one place. Only
  * `reserve` and `stats` can fail the caller; a lost commit, release, touch or
- * removal costs accuracy (logged), never a response.
+ * removal costs accuracy (logged), never a response. Commits, releases and
+ * touches are notifications (one message, no answer): the primary handles a
+ * worker's messages in order, so this worker's next reserve or stats already
+ * sees them, and a cold request saves a round trip per entry it stores.
  */
 export class RemoteCacheIndex implements CacheIndexApi {
   readonly #rpc: IpcRpc;
@@ -36,18 +39,14 @@ export class RemoteCacheIndex implements CacheIndexApi {
     return this.#rpc.call<number | null>('index.reserve', { id, bytes }, RESERVE_TIMEOUT_MS);
   }
 
-  /**
-   * Not waited for: the entry is written, and the primary handles this
-   * worker's calls in order, so its next reserve or stats already sees it.
-   * Waiting would add a round trip to every cold response.
-   */
   commit(token: number): Promise<void> {
-    void this.#quiet('index.commit', { token });
+    this.#note('index.commit', { token });
     return Promise.resolve();
   }
 
   release(token: number): Promise<void> {
-    return this.#quiet('index.release', { token });
+    this.#note('index.release', { token });
+    return Promise.resolve();
   }
 
   touch(id: string): Promise<void> {
@@ -67,7 +66,7 @@ export class RemoteCacheIndex implements CacheIndexApi {
     if (this.#touched.size === 0) return;
     const ids = [...this.#touched];
     this.#touched.clear();
-    void this.#quiet('index.touchMany', { ids });
+    this.#note('index.touchMany', { ids });
   }
 
   remove(ids: readonly string[]): Promise<void> {
@@ -80,6 +79,14 @@ export class RemoteCacheIndex implements CacheIndexApi {
 
   stats(): Promise<CacheIndexStats> {
     return this.#rpc.call<CacheIndexStats>('index.stats', null, CALL_TIMEOUT_MS);
+  }
+
+  #note(method: string, params: unknown): void {
+    try {
+      this.#rpc.notify(method, params);
+    } catch (err) {
+      this.#logger.warn({ err, method }, 'cache index call to the primary failed');
+    }
   }
 
   async #quiet(method: string, params: unknown): Promise<void> {

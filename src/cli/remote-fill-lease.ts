@@ -50,9 +50,15 @@ export class RemoteFillLease implements FillLease {
     return answer;
   }
 
-  async release(key: string, token: number, verdict: FillVerdict): Promise<void> {
+  /** A notification: the waiters hear from the primary's table, and this worker's next acquire is handled after it. */
+  release(key: string, token: number, verdict: FillVerdict): Promise<void> {
     this.#stopRenewing(token);
-    await this.#rpc.call('lease.release', { key, token, verdict }, CALL_TIMEOUT_MS);
+    try {
+      this.#rpc.notify('lease.release', { key, token, verdict });
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   #stopRenewing(token: number): void {

@@ -140,6 +140,10 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
         ...cacheIndexHandlers(index),
         'index.stats': indexStats,
         ...fillLeaseHandlers(leases.viewFor(worker.id)),
+      }, {
+        onNoteError: (method, err) => {
+          logger.warn({ err, method, worker: worker.id }, 'a worker\'s index or lease notification failed');
+        },
       }),
     };
     worker.on('error', (err) => { logger.warn({ err, worker: worker.id }, 'worker IPC error'); });

@@ -43,7 +43,9 @@ function touchLog(): { index: CacheIndexApi; touched: string[] } {
   return { index, touched };
 }
 
-const calls = (sent: unknown[]) => sent.filter((m) => (m as { ficRpc?: string }).ficRpc === 'call') as Array<{ method: string }>;
+/** Messages that ask the other side to do something: calls (answered) and notifications (not). */
+const calls = (sent: unknown[]) =>
+  sent.filter((m) => ['call', 'note'].includes((m as { ficRpc?: string }).ficRpc ?? '')) as Array<{ ficRpc: string; method: string }>;
 
 test('hits touch the primary index in batches, not one IPC call per hit, most recent use last', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
@@ -73,4 +75,49 @@ test('a large batch is sent at once, without waiting for the timer', async (t) =
   for (let i = 0; i < 5 && touched.length === 0; i++) await nextTurn();
   assert.equal(calls(sent).length, 1);
   assert.equal(touched.length, 1024);
+});
+
+test('commits and releases are one message each with no answer, and the primary has applied them before a later call', async () => {
+  const { worker, primary, sent } = channel();
+  const log: string[] = [];
+  const index = {
+    commit: (token: number) => {
+      log.push(`commit ${token}`);
+      return Promise.resolve();
+    },
+    release: (token: number) => {
+      log.push(`release ${token}`);
+      return Promise.resolve();
+    },
+    stats: () => {
+      log.push('stats');
+      return Promise.resolve({ entries: 1 });
+    },
+  } as unknown as CacheIndexApi;
+  new IpcRpc(primary, cacheIndexHandlers(index));
+  const remote = new RemoteCacheIndex(new IpcRpc(worker, {}), silentLogger());
+
+  await remote.commit(7);
+  await remote.release(8);
+  assert.deepEqual(log, [], 'neither waited for the primary');
+  const stats = await remote.stats();
+  assert.equal(stats.entries, 1);
+  assert.deepEqual(log, ['commit 7', 'release 8', 'stats']);
+  assert.deepEqual(calls(sent).map((m) => `${m.ficRpc} ${m.method}`), ['note index.commit', 'note index.release', 'call index.stats']);
+  const answers = sent.filter((m) => (m as { ficRpc?: string }).ficRpc === 'result');
+  assert.equal(answers.length, 1, 'only the call is answered');
+});
+
+test('a notification the primary fails on is reported there, and the channel keeps working', async () => {
+  const { worker, primary } = channel();
+  const failures: string[] = [];
+  const index = {
+    commit: () => Promise.reject(new Error('disk gone')),
+    stats: () => Promise.resolve({ entries: 0 }),
+  } as unknown as CacheIndexApi;
+  new IpcRpc(primary, cacheIndexHandlers(index), { onNoteError: (method, err) => failures.push(`${method}: ${(err as Error).message}`) });
+  const remote = new RemoteCacheIndex(new IpcRpc(worker, {}), silentLogger());
+  await remote.commit(1);
+  assert.equal((await remote.stats()).entries, 0);
+  assert.deepEqual(failures, ['index.commit: disk gone']);
 });
