@@ -42,7 +42,7 @@ export async function collectVersions(): Promise<VersionReport> {
   const { default: sharp } = await import('sharp');
   const { sharp: sharpVersion, vips, ...codecs } = sharp.versions as Record<string, string | undefined>;
   const libraries: Record<string, string> = {};
-  for (const [name, version] of Object.entries(codecs).sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [name, version] of Object.entries(codecs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (version !== undefined) libraries[name] = version;
   }
   return {
