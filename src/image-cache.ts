@@ -7,7 +7,7 @@ import type { FillLease } from './cache/fill-lease.ts';
 import type { LoadConfigOptions } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { resolveSigningKeys, type SigningKeys } from './config/secrets.ts';
-import { resolveRedisUrl } from './config/redis-url.ts';
+import { redisConfigured } from './config/redis-url.ts';
 import { checkSourceUrl, createDownloader, type Downloader, type DownloadPolicy } from './download/index.ts';
 import { credentialHeadersFor } from './download/origin-credentials.ts';
 import { withResilience, type OriginObserver, type ResilienceSettings } from './download/resilience.ts';
@@ -138,7 +138,7 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
 
   const directory = await openCacheDirectory(config, logger);
   // Several nodes, one cache: on when redis.url is set; connects in the background, never blocks a request.
-  const clusterParts = resolveRedisUrl(config) === undefined ? undefined : await import('./cluster-config.ts');
+  const clusterParts = redisConfigured(config) ? await import('./cluster-config.ts') : undefined;
   const cluster = clusterParts?.openCluster(config, logger);
   const downloader: Downloader = withResilience(createDownloader(policy, logger), resilienceSettingsFrom(config), {
     observer: options.originObserver,

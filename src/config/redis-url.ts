@@ -42,6 +42,11 @@ export function redactRedisUrl(url: string, censor: string): string {
   }
 }
 
+/** Whether Redis is on: `redis.url` or `redis.urlFile` is set (without reading the file; resolveRedisUrl does). */
+export function redisConfigured(config: Config): boolean {
+  return config.redis.url !== undefined || config.redis.urlFile !== undefined;
+}
+
 /** The Redis URL to use (from `redis.url`, else the 0600 `redis.urlFile`), or undefined when Redis is off. */
 export function resolveRedisUrl(config: Config): string | undefined {
   if (config.redis.url !== undefined) return config.redis.url;
