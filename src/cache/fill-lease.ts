@@ -229,9 +229,7 @@ export async function fillUnderLease<T>(lease: FillLease, key: string, steps: Le
       verdict = err instanceof FastImageCacheError ? { outcome: 'failed', code: err.code } : { outcome: 'failed' };
       throw err;
     } finally {
-      // Not waited for: the waiters hear from the lease table, not from us, and this process's own next
-      // acquire of the key reaches the table after this release.
-      void lease.release(key, answer.token, verdict).catch((err: unknown) => {
+      await lease.release(key, answer.token, verdict).catch((err: unknown) => {
         logger.warn({ err, cacheKey: key }, 'could not release the fill lease (it expires by itself)');
       });
     }

@@ -105,7 +105,6 @@ export function cacheIndexHandlers(index: CacheIndexApi): Record<string, RpcHand
     'index.reserve': (params) => index.reserve(String(p(params).id), Number(p(params).bytes)),
     'index.commit': (params) => index.commit(Number(p(params).token)),
     'index.release': (params) => index.release(Number(p(params).token)),
-    'index.touch': (params) => index.touch(String(p(params).id)),
     'index.touchMany': async (params) => {
       const ids = p(params).ids;
       if (!Array.isArray(ids)) return;
