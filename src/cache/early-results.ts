@@ -17,12 +17,7 @@ export class EarlyResults<T> {
   wait(key: string, work: Promise<T>): Promise<T> {
     let waiting = this.#waiting.get(key);
     if (waiting === undefined) {
-      let resolve!: (value: T) => void;
-      let reject!: (err: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
+      const { promise, resolve, reject } = Promise.withResolvers<T>();
       const created: Waiting<T> = { promise, resolve };
       waiting = created;
       this.#waiting.set(key, created);

@@ -117,12 +117,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
 
   function spawn(): WorkerHandle {
     const worker = cluster.fork(workerEnv);
-    let onListening!: (url: string) => void;
-    let onFailed!: (err: Error) => void;
-    const listening = new Promise<string>((resolve, reject) => {
-      onListening = resolve;
-      onFailed = reject;
-    });
+    const { promise: listening, resolve: onListening, reject: onFailed } = Promise.withResolvers<string>();
     listening.catch(() => {}); // observed by whoever awaits it
     const handle: WorkerHandle = {
       worker,
