@@ -695,6 +695,7 @@ export class CacheManager {
       this.#logger.warn({ cacheKey: target.sourceKey, err }, 'could not remove outdated cache entries');
     }
   }
+
   /** A source's group out of every tier here (memory, disk, index) and announced to the other processes. */
   async #removeGroup(group: string): Promise<EntryId[]> {
     this.#memory.deleteGroup(group);
@@ -704,7 +705,6 @@ export class CacheManager {
     await this.#announce(removed);
     return removed;
   }
-
 
   /** The stored entry if it is intact and really is the one for this key; otherwise undefined. */
   async #readVerified(target: Target): Promise<StoredEntry | undefined> {

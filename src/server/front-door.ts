@@ -52,7 +52,6 @@ export function observeResponse(res: ServerResponse, route: string, metrics: Met
   });
 }
 
-
 /**
  * The main listener's first stop, before the image handler: URL length
  * (414), health and readiness (never limited), the per-client rate limit
