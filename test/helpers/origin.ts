@@ -31,8 +31,8 @@ export interface Origin {
   redirect(path: string, location: string, status?: number): void;
   handle(path: string, handler: Handler): void;
 
-  /** Sends headers only after `delayMs` (then the body). */
-  slowHeaders(path: string, delayMs: number, body?: Buffer | string): void;
+  /** Sends headers only after `delayMs` (then the body), as `contentType` (default image/jpeg). */
+  slowHeaders(path: string, delayMs: number, body?: Buffer | string, contentType?: string): void;
   /** Headers at once, then `chunk` every `intervalMs`, `count` times (forever if omitted). */
   slowBody(path: string, options?: { chunk?: Buffer | string; intervalMs?: number; count?: number }): void;
   /** An image/jpeg response that never ends, no Content-Length; writes as fast as the client reads. */
@@ -140,11 +140,11 @@ export async function startOrigin(): Promise<Origin> {
       routes.set(path, handler);
     },
 
-    slowHeaders(path, delayMs, body = 'late') {
+    slowHeaders(path, delayMs, body = 'late', contentType = 'image/jpeg') {
       const data = Buffer.from(body);
       routes.set(path, (_req, res) => {
         later(res, delayMs, () => {
-          res.writeHead(200, { 'Content-Type': 'image/jpeg', 'Content-Length': data.length });
+          res.writeHead(200, { 'Content-Type': contentType, 'Content-Length': data.length });
           res.end(data);
         });
       });

@@ -165,13 +165,7 @@ describe('admin API', () => {
 
   test('POST /admin/reload applies a valid config (in-flight requests finish on the old one) and refuses an invalid one', async () => {
     // A request in flight on the old ImageCache when the reload happens.
-    origin.handle('/slow.png', (_req, res) => {
-      const timer = setTimeout(() => {
-        res.writeHead(200, { 'Content-Type': 'image/png', 'Content-Length': png.length });
-        res.end(png);
-      }, 300);
-      res.once('close', () => { clearTimeout(timer); });
-    });
+    origin.slowHeaders('/slow.png', 300, png, 'image/png');
     const inFlight = fetch(proxy.signedUrl(`${origin.url}/slow.png`));
     await new Promise((r) => setTimeout(r, 50));
 

@@ -51,14 +51,8 @@ describe('two workers, one cold source', () => {
   });
 
   test('200 concurrent requests for one uncached URL: exactly one origin request, 200 identical answers', async () => {
-    origin.handle('/stampede.png', (_req, res) => {
-      // Slow enough that the whole stampede arrives while the one fetch runs.
-      const timer = setTimeout(() => {
-        res.writeHead(200, { 'Content-Type': 'image/png', 'Content-Length': png.length });
-        res.end(png);
-      }, 500);
-      res.once('close', () => { clearTimeout(timer); });
-    });
+    // Slow enough that the whole stampede arrives while the one fetch runs.
+    origin.slowHeaders('/stampede.png', 500, png, 'image/png');
     const url = server.url + buildImagePath(TEST_KEY, `${origin.url}/stampede.png`);
     const answers = await Promise.all(Array.from({ length: 200 }, () => get(url)));
 
