@@ -121,6 +121,9 @@ export class ImageProcessor {
    * transform or ensureDecoded() has decoded it, passthrough will not serve it.
    * A JPEG fetched for a variant also keeps its colour profile and
    * orientation rather than being re-encoded (see needsPassthroughClean).
+   *
+   * Takes `body` over (a download nothing else holds): a JPEG's cleaned
+   * bytes may be built inside it, so the caller must not use it afterwards.
    */
   async prepareSource(body: Buffer): Promise<{ body: Buffer; contentType: string }> {
     const s = this.#settings;
@@ -136,13 +139,15 @@ export class ImageProcessor {
     return this.queue.run(async () => {
       if (!forVariant) {
         const image = await verifyImage(bytes, checks);
-        const stored = s.stripMetadata ? await cleanSource(bytes, this.#transformSettings(), 'serve') : { body: bytes, contentType: image.mime };
+        const stored = s.stripMetadata
+          ? await cleanSource(bytes, this.#transformSettings(), 'serve', undefined, true)
+          : { body: bytes, contentType: image.mime };
         this.#rememberDecoded(sha256Hex(stored.body));
         return { body: stored.body, contentType: stored.contentType };
       }
       const image = await inspectImage(bytes, checks);
       const stored = s.stripMetadata
-        ? await cleanSource(bytes, this.#transformSettings(), 'transform', image.header)
+        ? await cleanSource(bytes, this.#transformSettings(), 'transform', image.header, true)
         : { body: bytes, contentType: image.mime, header: image.header };
       // The transform that follows gets this very buffer from the cache: it need not read the header again.
       if (stored.header !== undefined) this.#headers.set(stored.body, stored.header);

@@ -13,12 +13,18 @@ import type { ImageFormat } from './types.ts';
  * to the pixels), CMYK or unusual JPEG codings, AVIF and TIFF, or any
  * structure the walker does not recognise.
  */
-export function stripMetadataLosslessly(buf: Buffer, format: ImageFormat, orientation: number | undefined): Buffer | undefined {
+export function stripMetadataLosslessly(
+  buf: Buffer,
+  format: ImageFormat,
+  orientation: number | undefined,
+  /** `buf` is the caller's to overwrite: a JPEG may be rebuilt inside it (see buildInPlace). */
+  reuseInput = false,
+): Buffer | undefined {
   if (orientation !== undefined && orientation !== 1) return undefined;
   try {
     switch (format) {
       case 'jpeg':
-        return stripJpeg(buf, { keepIcc: false, orientation: 1 });
+        return stripJpeg(buf, { keepIcc: false, orientation: 1, reuseInput });
       case 'png':
         return stripPng(buf);
       case 'gif':
@@ -42,9 +48,9 @@ export function stripMetadataLosslessly(buf: Buffer, format: ImageFormat, orient
  * (see carriesTransformOnlyMetadata). Undefined when the walker cannot
  * vouch for the file (CMYK, unusual codings, unknown segments).
  */
-export function stripJpegForTransforms(buf: Buffer, orientation: number | undefined): Buffer | undefined {
+export function stripJpegForTransforms(buf: Buffer, orientation: number | undefined, reuseInput = false): Buffer | undefined {
   try {
-    return stripJpeg(buf, { keepIcc: true, orientation: orientation ?? 1 });
+    return stripJpeg(buf, { keepIcc: true, orientation: orientation ?? 1, reuseInput });
   } catch {
     return undefined;
   }
@@ -76,6 +82,8 @@ interface JpegKeep {
   keepIcc: boolean;
   /** Written back as a one-tag EXIF block when not 1. */
   orientation: number;
+  /** The result may be built inside `buf` (buildInPlace). */
+  reuseInput: boolean;
 }
 
 function stripJpeg(buf: Buffer, keep: JpegKeep): Buffer | undefined {
@@ -92,7 +100,7 @@ function stripJpeg(buf: Buffer, keep: JpegKeep): Buffer | undefined {
       kept.push(buf.subarray(pos, pos + 2)); // EOI; anything after it is dropped
       if (!sawFrame) return undefined;
       if (keep.orientation !== 1) kept.splice(kept[1]?.[1] === 0xe0 ? 2 : 1, 0, orientationExif(keep.orientation)); // after SOI (and JFIF)
-      return Buffer.concat(kept);
+      return (keep.reuseInput ? buildInPlace(buf, kept) : undefined) ?? Buffer.concat(kept);
     }
     const length = buf.readUInt16BE(pos + 2);
     const end = pos + 2 + length;
@@ -128,6 +136,65 @@ function stripJpeg(buf: Buffer, keep: JpegKeep): Buffer | undefined {
     }
     pos = end;
   }
+}
+
+/** Puts back the bytes of the input that a reuseInput strip overwrote to build `stripped` (nothing for a copy). */
+export function restoreInput(stripped: Buffer): void {
+  restorers.get(stripped)?.();
+  restorers.delete(stripped);
+}
+
+const restorers = new WeakMap<Buffer, () => void>();
+
+/**
+ * The stripped JPEG as a view of `buf` itself, without a copy of the file:
+ * what is dropped (EXIF with its thumbnail, XMP, IPTC) sits between SOI and
+ * the tables, so the kept segments from the tables to EOI are one run at the
+ * end of the file, and only the few pieces before that run (SOI, JFIF, the
+ * profile, the orientation block) are moved up against it, over dropped
+ * bytes. A cold miss then allocates one whole-file buffer fewer, and those
+ * allocations are what set off V8's full collections (its external-memory
+ * accounting): bench/README.md, "Cold resize". restoreInput() puts back the
+ * overwritten bytes. Undefined (copy instead) when the pieces do not allow
+ * it, or when the view would keep more dropped bytes alive than a quarter of
+ * the result (the memory tier counts the view's length, not its buffer's).
+ */
+function buildInPlace(buf: Buffer, pieces: Buffer[]): Buffer | undefined {
+  const offsetIn = (piece: Buffer): number => {
+    const at = piece.byteOffset - buf.byteOffset;
+    return piece.buffer === buf.buffer && at >= 0 && at + piece.length <= buf.length ? at : -1;
+  };
+  const last = pieces.at(-1);
+  if (last === undefined) return undefined;
+  let first = pieces.length - 1;
+  let runStart = offsetIn(last);
+  if (runStart < 0) return undefined;
+  const end = runStart + last.length;
+  for (let i = first - 1; i >= 0; i--) {
+    const at = offsetIn(pieces[i] as Buffer);
+    if (at < 0 || at + (pieces[i] as Buffer).length !== runStart) break;
+    first = i;
+    runStart = at;
+  }
+  let begin = runStart;
+  for (let i = 0; i < first; i++) begin -= (pieces[i] as Buffer).length;
+  if (begin < 0 || buf.buffer.byteLength - (end - begin) > (end - begin) / 4) return undefined;
+  // Every head piece moves up, never down: moved from the last to the first, none overwrites one still to move.
+  const moves: Array<{ piece: Buffer; to: number; from: number }> = [];
+  for (let i = 0, to = begin; i < first; to += (pieces[i] as Buffer).length, i++) {
+    const piece = pieces[i] as Buffer;
+    const from = offsetIn(piece);
+    if (from > to) return undefined;
+    moves.push({ piece, to, from });
+  }
+  const overwritten = Buffer.from(buf.subarray(begin, runStart));
+  for (const { piece, to, from } of moves.reverse()) {
+    if (from < 0) piece.copy(buf, to);
+    else buf.copyWithin(to, from, from + piece.length);
+  }
+  const view = buf.subarray(begin, end);
+  restorers.set(view, () => overwritten.copy(buf, begin));
+  return view;
 }
 
 /** An APP1 EXIF segment whose only tag is Orientation (big-endian TIFF, one IFD entry). */

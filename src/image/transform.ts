@@ -6,7 +6,7 @@ import type { Variant } from './negotiate.ts';
 import type { OutputFormat } from './options.ts';
 import { MIME_BY_FORMAT, sniffImageType } from './sniff.ts';
 import { sharpError } from './sharp-errors.ts';
-import { stripJpegForTransforms, stripMetadataLosslessly } from './strip-metadata.ts';
+import { restoreInput, stripJpegForTransforms, stripMetadataLosslessly } from './strip-metadata.ts';
 import type { ImageFormat } from './types.ts';
 
 export interface TransformSettings {
@@ -119,6 +119,8 @@ export async function cleanSource(
   use: SourceUse = 'serve',
   /** sharp's metadata() of `source`, when already read. */
   knownHeader?: Metadata,
+  /** `source` is the caller's own (a download nothing else holds): the result may be built inside it. */
+  reuseSource = false,
 ): Promise<{ body: Buffer; contentType: string; header?: Metadata }> {
   const sniffed = sniffImageType(source);
   if (sniffed === undefined) throw new FastImageCacheError('not_an_image', 'source matches no supported format');
@@ -127,8 +129,8 @@ export async function cleanSource(
   const forTransforms = use === 'transform' && sniffed.format === 'jpeg';
   if (forTransforms || header.icc === undefined) {
     const stripped = forTransforms
-      ? stripJpegForTransforms(source, header.orientation)
-      : stripMetadataLosslessly(source, sniffed.format, header.orientation);
+      ? stripJpegForTransforms(source, header.orientation, reuseSource)
+      : stripMetadataLosslessly(source, sniffed.format, header.orientation, reuseSource);
     if (stripped !== undefined) {
       // The walker keeps every image-data segment; check the result still reads as the same image.
       const check = await run(() => sharp(stripped, { limitInputPixels: settings.maxSourcePixels }).metadata());
@@ -136,6 +138,7 @@ export async function cleanSource(
       if (check.format === header.format && check.width === header.width && check.height === header.height && sameOrientation) {
         return { body: stripped, contentType: MIME_BY_FORMAT[sniffed.format], header: check };
       }
+      restoreInput(stripped); // the re-encode below reads the source as fetched
       settings.logger?.warn({ format: sniffed.format }, 'lossless metadata strip changed the image header; re-encoding instead');
     }
   }

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 import sharp from 'sharp';
-import { carriesTransformOnlyMetadata, stripJpegForTransforms, stripMetadataLosslessly } from '../../src/image/strip-metadata.ts';
+import { carriesTransformOnlyMetadata, restoreInput, stripJpegForTransforms, stripMetadataLosslessly } from '../../src/image/strip-metadata.ts';
 import { fuzzParameters } from '../fuzz/fuzz-settings.ts';
 import { makeImage } from '../helpers/images.ts';
 
@@ -165,5 +165,130 @@ describe('lossless metadata stripping', () => {
     assert.equal(carriesTransformOnlyMetadata(await sharp(jpeg).withMetadata({ orientation: 6 }).jpeg().toBuffer()), true);
     assert.equal(carriesTransformOnlyMetadata(await sharp(jpeg).withIccProfile('p3').png().toBuffer()), false, 'JPEG only');
     assert.equal(carriesTransformOnlyMetadata(Buffer.from([0xff, 0xd8, 0xff])), false, 'truncated: no');
+  });
+});
+
+/** A photo-sized JPEG: its metadata is small beside the image data, as in camera files. */
+async function photoJpeg(tags: { orientation?: number; icc?: boolean } = {}): Promise<Buffer> {
+  let image = sharp(await makeImage('png', 480, 360)).withExif(EXIF).withXmp(XMP);
+  if (tags.icc) image = image.withIccProfile('p3');
+  if (tags.orientation !== undefined) image = image.withMetadata({ orientation: tags.orientation });
+  return image.jpeg({ quality: 95 }).toBuffer();
+}
+
+/** Where the segments before the first scan start (after SOI): the places a metadata segment can sit. */
+function segmentStarts(jpeg: Buffer): number[] {
+  const starts: number[] = [];
+  for (let pos = 2; jpeg[pos + 1] !== 0xda; pos += 2 + jpeg.readUInt16BE(pos + 2)) starts.push(pos);
+  return starts;
+}
+
+function segment(marker: number, payload: Buffer): Buffer {
+  const head = Buffer.from([0xff, marker, 0, 0]);
+  head.writeUInt16BE(payload.length + 2, 2);
+  return Buffer.concat([head, payload]);
+}
+
+/** A JPEG that starts like a camera's or an editor's: SOI, then a plain JFIF APP0 (sharp writes none), then the tables. */
+async function jfifJpeg(): Promise<Buffer> {
+  const jpeg = await sharp(await makeImage('png', 320, 240)).jpeg({ quality: 95 }).toBuffer();
+  const jfif = segment(0xe0, Buffer.from([0x4a, 0x46, 0x49, 0x46, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0]));
+  return Buffer.concat([jpeg.subarray(0, 2), jfif, jpeg.subarray(2)]);
+}
+
+/** True when `view`'s bytes lie inside `input`'s (two slices of one pool slab are not views of each other). */
+function isViewOf(view: Buffer, input: Buffer): boolean {
+  return view.buffer === input.buffer && view.byteOffset >= input.byteOffset && view.byteOffset + view.length <= input.byteOffset + input.length;
+}
+
+describe('the stripped JPEG built inside the fetched buffer (reuseInput)', () => {
+  const strippers = {
+    serve: (buf: Buffer, orientation: number | undefined, reuse: boolean) => stripMetadataLosslessly(buf, 'jpeg', orientation, reuse),
+    transform: (buf: Buffer, orientation: number | undefined, reuse: boolean) => stripJpegForTransforms(buf, orientation, reuse),
+  };
+
+  for (const [use, tags] of [['serve', {}], ['transform', {}], ['transform', { orientation: 6, icc: true }], ['transform', { orientation: 3 }]] as const) {
+    test(`${use} ${JSON.stringify(tags)}: the same bytes as the copy, as a view of the input; restoreInput() gives the input back`, async () => {
+      const original = await photoJpeg(tags);
+      const orientation = (await sharp(original).metadata()).orientation;
+      const copied = strippers[use](Buffer.from(original), orientation, false);
+      assert.ok(copied);
+      const input = Buffer.from(original);
+      const inPlace = strippers[use](input, orientation, true);
+      assert.ok(inPlace);
+      assert.ok(isViewOf(inPlace, input), 'built inside the input, not copied');
+      assert.ok(inPlace.equals(copied), 'the same file either way');
+      for (const secret of ['SECRET', 'GPS']) assert.ok(!inPlace.includes(secret), `${secret} still in the bytes`);
+      assert.equal((await sharp(inPlace).metadata()).orientation ?? 1, use === 'transform' ? (tags.orientation ?? 1) : 1);
+      restoreInput(inPlace);
+      assert.ok(input.equals(original), 'the input is back as fetched');
+    });
+  }
+
+  test('a file whose metadata outweighs its image data is copied instead, and the input is left alone', async () => {
+    const small = await makeImage('jpeg', 40, 30);
+    const bulky = Buffer.concat([small.subarray(0, 2), segment(0xe1, Buffer.alloc(30_000, 0x41)), small.subarray(2)]);
+    const input = Buffer.from(bulky);
+    const stripped = stripMetadataLosslessly(input, 'jpeg', undefined, true);
+    assert.ok(stripped);
+    assert.ok(!isViewOf(stripped, input), 'a view would keep 30 KB of dropped bytes alive for a small image');
+    assert.ok(input.equals(bulky));
+    assert.ok((await pixels(stripped)).equals(await pixels(small)));
+  });
+
+  test('dropped bytes only before JFIF, with an orientation block to insert: JFIF would have to move down, so it is copied', async () => {
+    const base = await jfifJpeg();
+    const original = Buffer.concat([base.subarray(0, 2), segment(0xfe, Buffer.alloc(100, 0x43)), base.subarray(2)]);
+    const copied = stripJpegForTransforms(Buffer.from(original), 6, false);
+    const input = Buffer.from(original);
+    const stripped = stripJpegForTransforms(input, 6, true);
+    assert.ok(stripped && copied);
+    assert.ok(stripped.equals(copied));
+    assert.ok(!isViewOf(stripped, input));
+    assert.ok(input.equals(original), 'the input is left alone');
+    assert.equal((await sharp(stripped).metadata()).orientation, 6);
+  });
+
+  test('property: wherever metadata segments sit, the result is the copy\'s bytes; a view restores its input, a copy leaves it alone', async () => {
+    const base = await jfifJpeg();
+    const starts = segmentStarts(base);
+    const kinds = [0xe1, 0xe2, 0xed, 0xfe, 0xe0];
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(starts.length - 1), fc.nat(kinds.length - 1), fc.integer({ min: 0, max: 4000 })), { maxLength: 5 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.boolean(),
+        (inserts, orientation, forTransforms) => {
+          const at = new Map<number, Buffer[]>();
+          for (const [where, kind, size] of inserts) {
+            const marker = kinds[kind] ?? 0xe1;
+            // APP0 that is not plain JFIF, APP1 junk, APP13, COM; an APP2 ICC profile only where the transform keeps one.
+            const payload = marker === 0xe2 ? Buffer.concat([Buffer.from('ICC_PROFILE\0\x01\x01', 'latin1'), Buffer.alloc(size, 7)]) : Buffer.alloc(size, 0x5a);
+            const list = at.get(starts[where] ?? 2) ?? [];
+            list.push(segment(marker, payload));
+            at.set(starts[where] ?? 2, list);
+          }
+          const pieces: Buffer[] = [];
+          let from = 0;
+          for (const start of [...at.keys()].sort((a, b) => a - b)) {
+            pieces.push(base.subarray(from, start), ...(at.get(start) ?? []));
+            from = start;
+          }
+          pieces.push(base.subarray(from));
+          const original = Buffer.concat(pieces);
+          const strip = (buf: Buffer, reuse: boolean) =>
+            forTransforms ? stripJpegForTransforms(buf, orientation, reuse) : stripMetadataLosslessly(buf, 'jpeg', undefined, reuse);
+          const copied = strip(Buffer.from(original), false);
+          const input = Buffer.from(original);
+          const result = strip(input, true);
+          assert.equal(result === undefined, copied === undefined);
+          if (result === undefined || copied === undefined) return;
+          assert.ok(result.equals(copied), 'same bytes as the copy');
+          if (isViewOf(result, input)) restoreInput(result);
+          assert.ok(input.equals(original), 'the input is as fetched (restored, or never touched)');
+        },
+      ),
+      fuzzParameters(300),
+    );
   });
 });
