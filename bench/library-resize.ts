@@ -24,6 +24,7 @@ import sharp from 'sharp';
 import { createImageCache } from '../src/index.ts';
 import { loadPhotos } from './corpus.ts';
 import { describeMachine } from './machine.ts';
+import { statCpuTicks } from './processes.ts';
 import { median } from './report.ts';
 
 const ROOT = path.join(import.meta.dirname, '..');
@@ -44,9 +45,7 @@ const WIDTH = 300;
 function cpuByThread(): Map<string, number> {
   const out = new Map<string, number>();
   for (const tid of readdirSync('/proc/self/task')) {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+    const ticks = statCpuTicks(`/proc/self/task/${tid}/stat`);
     const name = tid === String(process.pid) ? 'main thread' : threadGroup(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim());
     out.set(name, (out.get(name) ?? 0) + ticks * 10);
   }

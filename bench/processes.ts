@@ -232,14 +232,19 @@ export function rssBytes(pid: number): number {
   }
 }
 
+/** CPU time (user + system, in clock ticks) from a `/proc/.../stat` file: a process's, or one thread's (`task/<tid>/stat`). */
+export function statCpuTicks(statPath: string): number {
+  const stat = readFileSync(statPath, 'latin1');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the name in parentheses may hold spaces
+  return Number(fields[11]) + Number(fields[12]); // utime, stime
+}
+
 /** CPU time (user + system, in clock ticks) used so far by a set of processes. */
 function cpuTicks(pids: number[]): number {
   let total = 0;
   for (const pid of pids) {
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      total += Number(fields[11]) + Number(fields[12]); // utime, stime
+      total += statCpuTicks(`/proc/${pid}/stat`);
     } catch {
       /* exited */
     }
