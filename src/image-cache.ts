@@ -12,6 +12,7 @@ import { checkSourceUrl, createDownloader, type Downloader, type DownloadPolicy 
 import { credentialHeadersFor } from './download/origin-credentials.ts';
 import { withResilience, type OriginObserver, type ResilienceSettings } from './download/resilience.ts';
 import { resolveOriginCredentials } from './config/origin-credentials.ts';
+import type { ByteReservation } from './image/byte-budget.ts';
 import { ImageProcessor } from './image/processor.ts';
 import { getImageVariant } from './image-request.ts';
 import { formatOptionsSegment, parseOptionsSegment, type ImageOptions } from './image/options.ts';
@@ -147,10 +148,21 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
 
   const images = new ImageProcessor({ ...config, logger });
   const loader: Loader = async ({ url, conditional }) => {
-    const fetched = await downloader.fetch({ url: new URL(url), ...(conditional ? { conditional } : {}) });
-    if (fetched.status === 304) return { status: 304, origin: fetched.headers };
-    const source = await images.prepareSource(fetched.body);
-    return { status: 200, body: source.body, contentType: source.contentType, origin: fetched.headers };
+    // A body is read only when there is room for it (transforms.sourceBytesInFlight), and the room is held until
+    // the source is checked: sources queued for a transform slot are what a miss storm would otherwise pile up.
+    let held: ByteReservation | undefined;
+    const beforeBody = async (declared: number | undefined, signal: AbortSignal) => {
+      held = await images.reserveSourceBytes(declared, signal);
+    };
+    try {
+      const fetched = await downloader.fetch({ url: new URL(url), ...(conditional ? { conditional } : {}), beforeBody });
+      if (fetched.status === 304) return { status: 304, origin: fetched.headers };
+      held?.resize(fetched.body.length);
+      const source = await images.prepareSource(fetched.body);
+      return { status: 200, body: source.body, contentType: source.contentType, origin: fetched.headers };
+    } finally {
+      held?.release();
+    }
   };
   const cache = new CacheManager({
     ...directory,

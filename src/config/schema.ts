@@ -175,6 +175,12 @@ export const configSchema = z.strictObject({
       concurrency: z.number().int().min(0).max(1024).default(0),
       /** Transforms waiting at most; beyond it 503 overloaded with Retry-After. */
       queueSize: z.number().int().min(0).max(100_000).default(64),
+      /**
+       * Bytes of fetched sources held at once between download and check, per process; 0: no limit. Past it, a
+       * download waits after its headers, its body left in the socket, so a miss storm cannot fill memory with
+       * sources queued for a transform slot. One source larger than this is held alone.
+       */
+      sourceBytesInFlight: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(16 * 1024 * 1024),
       /** Deadline of one transform or SVG rendering, ms; past it 413 too_large. */
       timeoutMs: z.number().int().min(1000).max(600_000).default(15_000),
     })

@@ -176,6 +176,17 @@ export function createDownloader(policy: DownloadPolicy, logger: Logger): Downlo
         throw new FastImageCacheError('too_large', `Content-Length ${declared} over ${policy.maxBytes}`);
       }
 
+      if (req.beforeBody) {
+        try {
+          await req.beforeBody(declared, signal);
+        } catch (err) {
+          discard(body);
+          if (signal.aborted && !req.signal?.aborted) {
+            throw new FastImageCacheError('overloaded', 'deadline passed waiting to read the body', { cause: err, retryAfterSeconds: 1 });
+          }
+          throw err;
+        }
+      }
       const data = await readBody(body, declared);
       return { status: 200, body: data, finalUrl: url.href, headers: originHeaders(resHeaders), redirects };
     }
@@ -197,6 +208,8 @@ export function createDownloader(policy: DownloadPolicy, logger: Logger): Downlo
   }
 
   function classifyFailure(err: unknown, deadline: AbortSignal, callerSignal: AbortSignal | undefined): FastImageCacheError {
+    // Our own refusal (beforeBody's wait), even when the deadline is what ended it.
+    if (err instanceof FastImageCacheError && err.code === 'overloaded') return err;
     if (deadline.aborted) return new FastImageCacheError('origin_timeout', `over ${policy.totalTimeoutMs} ms`, { cause: err });
     if (callerSignal?.aborted) {
       const reason: unknown = callerSignal.reason;

@@ -48,6 +48,15 @@ export interface FetchRequest {
   /** Validators for a conditional request; a 304 then comes back with an empty body. */
   conditional?: { etag?: string; lastModified?: string };
   signal?: AbortSignal;
+  /**
+   * Called once a 200's headers are in and checked, before its body is read,
+   * with the Content-Length (undefined when the origin sent none). While it
+   * waits the body stays in the socket: the origin feels TCP backpressure and
+   * nothing is buffered here. If the fetch's deadline passes meanwhile the
+   * fetch fails with `overloaded` (the wait was ours, not the origin's);
+   * anything it throws fails the fetch as it is.
+   */
+  beforeBody?: (declaredBytes: number | undefined, signal: AbortSignal) => Promise<void>;
 }
 
 export interface FetchResult {

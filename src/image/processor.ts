@@ -5,6 +5,7 @@ import { ConfigError, FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { acceptedFormats, resolveVariant, SOURCE_VARIANT, variantId, type Variant } from './negotiate.ts';
 import { normalizeOptions, type OptionRules, type PresetDefinition } from './options.ts';
+import { ByteBudget, type ByteReservation } from './byte-budget.ts';
 import { sniffImageType } from './sniff.ts';
 import { carriesTransformOnlyMetadata } from './strip-metadata.ts';
 import { looksLikeSvg, rasterizeSvg } from './svg.ts';
@@ -18,6 +19,8 @@ import { sha256Hex } from '../hash.ts';
 export const CLEANED_SOURCE_VARIANT = 'src:clean';
 /** Bump when transform code changes the bytes it makes, so stored variants are made again. */
 const TRANSFORM_VERSION = 1;
+/** Reserved for a source whose origin sent no Content-Length, until its body is in. */
+const UNDECLARED_SOURCE_BYTES = 1024 * 1024;
 /** Sources known to decode, remembered by SHA-256 (about 100 bytes each). */
 const MAX_DECODED_REMEMBERED = 100_000;
 
@@ -30,6 +33,8 @@ export interface ImageProcessorSettings {
     /** 0: automatic (see defaultTransformConcurrency). */
     concurrency: number;
     queueSize: number;
+    /** Bytes of fetched sources held at once until prepareSource() is done with them; 0 or absent: no limit. */
+    sourceBytesInFlight?: number;
     timeoutMs: number;
   };
   maxSourcePixels: number;
@@ -56,6 +61,8 @@ export interface VariantPlan {
  */
 export class ImageProcessor {
   readonly queue: TransformQueue;
+  /** Fetched sources held between download and prepareSource() (see reserveSourceBytes). */
+  readonly sourceBudget: ByteBudget;
   /** Changes whenever stored variants would come out differently: the cache namespace. */
   readonly fingerprint: string;
   readonly #settings: ImageProcessorSettings;
@@ -82,6 +89,7 @@ export class ImageProcessor {
       concurrency: settings.transforms.concurrency || defaultTransformConcurrency(),
       maxQueue: settings.transforms.queueSize,
     });
+    this.sourceBudget = new ByteBudget(settings.transforms.sourceBytesInFlight ?? 0);
     // Preset definitions are not part of it: variant ids spell out the expanded preset, so editing one changes its ids.
     this.fingerprint = createHash('sha256')
       .update(
@@ -102,6 +110,15 @@ export class ImageProcessor {
     const varyAccept = spec.format === 'auto';
     const variant = resolveVariant(spec, varyAccept ? acceptedFormats(accept) : { avif: false, webp: false });
     return { id: variantId(variant), variant, varyAccept };
+  }
+
+  /**
+   * Holds room for a source about to be downloaded (its Content-Length, or a
+   * guess when there is none: resize() the reservation to the body received).
+   * Release it once prepareSource() is done with the body.
+   */
+  reserveSourceBytes(declaredBytes: number | undefined, signal?: AbortSignal): Promise<ByteReservation> {
+    return this.sourceBudget.acquire(declaredBytes ?? UNDECLARED_SOURCE_BYTES, signal);
   }
 
   /** Runs a cache lookup on behalf of `plan` (prepareSource then knows whether a transform will decode the source). */

@@ -372,6 +372,75 @@ describe('size limits and broken bodies', () => {
   });
 });
 
+describe('beforeBody: room for a body before it is read', () => {
+  /** A beforeBody that records its calls and resolves when the test says so. */
+  function gate() {
+    const calls: Array<number | undefined> = [];
+    let open: () => void = () => {};
+    const opened = new Promise<void>((resolve) => (open = resolve));
+    const beforeBody = async (declared: number | undefined) => {
+      calls.push(declared);
+      await opened;
+    };
+    return { calls, open, beforeBody };
+  }
+
+  test('is told the Content-Length; the body stays in the socket until it resolves (the origin cannot finish sending)', async () => {
+    const big = Buffer.alloc(32 * 1024 * 1024, 7); // far more than loopback's socket buffers hold
+    let finished = false;
+    origin.handle('/held.jpg', (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'image/jpeg', 'Content-Length': big.length });
+      res.end(big, () => (finished = true));
+    });
+    const g = gate();
+    let settled = false;
+    const pending = get(downloader({ maxBytes: 64 * 1024 * 1024 }), '/held.jpg', { beforeBody: g.beforeBody }).finally(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(g.calls, [big.length]);
+    assert.equal(settled, false, 'the fetch waits for beforeBody');
+    assert.equal(finished, false, 'nothing reads the body meanwhile: the origin is held back by TCP');
+    g.open();
+    const result = await pending;
+    assert.ok(result.body.equals(big));
+    assert.equal(finished, true);
+  });
+
+  test('no Content-Length: told undefined; redirect hops and refused statuses never call it', async () => {
+    origin.handle('/chunked.jpg', (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'image/jpeg' });
+      res.end(Buffer.from('chunked body'));
+    });
+    origin.redirect('/hop.jpg', '/chunked.jpg');
+    const g = gate();
+    g.open();
+    const result = await get(downloader(), '/hop.jpg', { beforeBody: g.beforeBody });
+    assert.equal(result.body.toString(), 'chunked body');
+    assert.deepEqual(g.calls, [undefined], 'once, for the final 200 only');
+    await expectRefusal(get(downloader(), '/missing.jpg', { beforeBody: g.beforeBody }), 'not_found');
+    assert.deepEqual(g.calls, [undefined]);
+  });
+
+  test('the deadline passing while it waits → overloaded (our wait, not the origin: no origin_timeout for the breaker)', async () => {
+    origin.serve('/waits.jpg', 'body', { contentType: 'image/jpeg' });
+    const beforeBody = (_declared: number | undefined, signal: AbortSignal) =>
+      new Promise<void>((_resolve, reject) => {
+        signal.addEventListener('abort', () => {
+          reject(signal.reason as Error);
+        });
+      });
+    const [err, ms] = await timed(expectRefusal(get(downloader({ totalTimeoutMs: 300 }), '/waits.jpg', { beforeBody }), 'overloaded'));
+    assert.equal(err.retryAfterSeconds, 1);
+    assert.ok(ms < 2000, `took ${ms} ms`);
+  });
+
+  test('what it throws fails the fetch as it is', async () => {
+    origin.serve('/refused.jpg', 'body', { contentType: 'image/jpeg' });
+    const beforeBody = () => Promise.reject(new FastImageCacheError('too_large', 'no room'));
+    const err = await expectRefusal(get(downloader(), '/refused.jpg', { beforeBody }), 'too_large');
+    assert.equal(err.detail, 'no room');
+  });
+});
+
 describe('environment proxies are ignored', () => {
   const names = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy', 'NO_PROXY', 'no_proxy'];
   let saved: Record<string, string | undefined> = {};
