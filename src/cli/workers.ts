@@ -14,6 +14,8 @@ import type { RunningServer } from '../server/http-server.ts';
 import { aggregateExposition, Metrics, type MetricSnapshot } from '../server/metrics.ts';
 import type { ProxyService, PurgeTarget, ReloadOutcome, ServiceStats } from '../server/proxy-service.ts';
 import { startRateLimitPrimary } from '../server/rate-limit.ts';
+import { defaultTransformConcurrency, threadPoolSize } from '../image/transform-queue.ts';
+import { collectExternalGarbage, exposedGc } from './external-garbage.ts';
 import { IpcRpc } from './ipc-rpc.ts';
 import { cacheIndexHandlers, RemoteCacheIndex } from './remote-cache-index.ts';
 import { fillLeaseHandlers, RemoteFillLease } from './remote-fill-lease.ts';
@@ -49,10 +51,35 @@ export function workerMallocEnv(env: NodeJS.ProcessEnv = process.env): Record<st
   return Object.fromEntries(Object.entries(WORKER_MALLOC_ENV).filter(([name]) => env[name] === undefined));
 }
 
-/** The workers' node flags: the primary's, plus WORKER_SEMI_SPACE_FLAG unless a semi-space size is given already. */
+/** Gives the workers `gc()`, for collectExternalGarbage (external-garbage.ts). */
+export const WORKER_EXPOSE_GC_FLAG = '--expose-gc';
+/** A full collection in a worker once its Buffers have grown by this much (see collectExternalGarbage). */
+const WORKER_GC_STEP_BYTES = 16 * 1024 * 1024;
+const WORKER_GC_CHECK_MS = 25;
+
+/**
+ * The workers' node flags: the primary's, plus WORKER_SEMI_SPACE_FLAG unless a semi-space size is given
+ * already, plus WORKER_EXPOSE_GC_FLAG.
+ */
 export function workerExecArgv(execArgv: readonly string[] = process.execArgv, env: NodeJS.ProcessEnv = process.env): string[] {
-  const given = [...execArgv, env.NODE_OPTIONS ?? ''].some((arg) => /--max-semi-space-size\b/.test(arg));
-  return given ? [...execArgv] : [...execArgv, WORKER_SEMI_SPACE_FLAG];
+  const given = (flag: RegExp) => [...execArgv, env.NODE_OPTIONS ?? ''].some((arg) => flag.test(arg));
+  return [
+    ...execArgv,
+    ...(given(/--max-semi-space-size\b/) ? [] : [WORKER_SEMI_SPACE_FLAG]),
+    ...(given(/--expose[-_]gc\b/) ? [] : [WORKER_EXPOSE_GC_FLAG]),
+  ];
+}
+
+/**
+ * The configuration as a worker gets it: automatic transform concurrency
+ * (0) resolved to the worker's share of the CPUs, so that N workers run about
+ * one transform per CPU between them rather than N per CPU, which would add
+ * libvips working memory in every worker and no speed (each transform keeps
+ * one CPU busy).
+ */
+export function workerConfig(config: Config, workers: number): Config {
+  if (config.transforms.concurrency !== 0) return config;
+  return { ...config, transforms: { ...config.transforms, concurrency: defaultTransformConcurrency(threadPoolSize(), workers) } };
 }
 
 interface WorkerHandle {
@@ -125,7 +152,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
       listening,
       ready: false,
       rpc: new IpcRpc(worker, {
-        config: () => config,
+        config: () => workerConfig(config, count),
         listening: (params) => {
           handle.ready = true;
           onListening((params as { url: string }).url);
@@ -205,13 +232,13 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
     const targets = readyHandles();
     const results = await Promise.all(
       targets.map((h) =>
-        h.rpc.call<ReloadOutcome>('reload', loaded, 60_000).catch((err: unknown): ReloadOutcome => ({ outcome: 'refused', reason: (err as Error).message })),
+        h.rpc.call<ReloadOutcome>('reload', workerConfig(loaded, count), 60_000).catch((err: unknown): ReloadOutcome => ({ outcome: 'refused', reason: (err as Error).message })),
       ),
     );
     const refused = results.find((r) => r.outcome === 'refused');
     if (refused) {
       const applied = targets.filter((_, i) => results[i]?.outcome === 'applied');
-      await Promise.all(applied.map((h) => h.rpc.call('reload', config, 60_000).catch(() => null)));
+      await Promise.all(applied.map((h) => h.rpc.call('reload', workerConfig(config, count), 60_000).catch(() => null)));
       return refused;
     }
     config = effectiveAfterReload(config, loaded, CLUSTER_RESTART_SETTINGS).config;
@@ -343,6 +370,9 @@ export async function runWorker(): Promise<number> {
     const { ProxyService } = await loadingService;
     const logger = createLogger(config.logLevel).child({ worker: cluster.worker?.id });
     running.logger = logger;
+    const gc = exposedGc();
+    if (gc) collectExternalGarbage({ stepBytes: WORKER_GC_STEP_BYTES, intervalMs: WORKER_GC_CHECK_MS, gc });
+    else logger.debug('started without --expose-gc: external garbage is left to V8');
     const service = await ProxyService.start({
       config,
       logger,

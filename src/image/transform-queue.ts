@@ -20,13 +20,14 @@ export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /**
- * Default transform concurrency: one per CPU, but always two pool threads
- * short of libuv's pool. Each running sharp pipeline holds a pool thread for
- * its whole run, and fs reads (cache hits) and DNS lookups share that pool, so
- * a burst of resizes must leave them threads to run on.
+ * Default transform concurrency: one per CPU (shared out between `processes`
+ * serving on one machine), but always two pool threads short of libuv's
+ * pool. Each running sharp pipeline holds a pool thread for its whole run,
+ * and fs reads (cache hits) and DNS lookups share that pool, so a burst of
+ * resizes must leave them threads to run on.
  */
-export function defaultTransformConcurrency(poolSize = threadPoolSize()): number {
-  return Math.max(1, Math.min(availableParallelism(), poolSize - 2));
+export function defaultTransformConcurrency(poolSize = threadPoolSize(), processes = 1): number {
+  return Math.max(1, Math.min(Math.floor(availableParallelism() / processes), poolSize - 2));
 }
 
 /**

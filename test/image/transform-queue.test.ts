@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { FastImageCacheError } from '../../src/errors.ts';
@@ -61,5 +62,13 @@ describe('transform queue', () => {
     assert.ok(defaultTransformConcurrency(3) === 1);
     assert.ok(defaultTransformConcurrency(1) === 1);
     assert.ok(defaultTransformConcurrency(64) >= 1);
+  });
+
+  test('automatic concurrency is shared out between the processes serving on one machine', () => {
+    const cpus = availableParallelism();
+    assert.equal(defaultTransformConcurrency(1024), cpus);
+    assert.equal(defaultTransformConcurrency(1024, cpus), 1, 'one worker per CPU: one transform each');
+    assert.equal(defaultTransformConcurrency(1024, 2 * cpus), 1, 'never none');
+    if (cpus >= 2) assert.equal(defaultTransformConcurrency(1024, 2), Math.floor(cpus / 2));
   });
 });

@@ -8,7 +8,10 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { WORKER_MALLOC_ENV, WORKER_SEMI_SPACE_FLAG, workerExecArgv, workerMallocEnv } from '../../src/cli/workers.ts';
+import { availableParallelism } from 'node:os';
+import { WORKER_EXPOSE_GC_FLAG, WORKER_MALLOC_ENV, WORKER_SEMI_SPACE_FLAG, workerConfig, workerExecArgv, workerMallocEnv } from '../../src/cli/workers.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { defaultTransformConcurrency, threadPoolSize } from '../../src/image/transform-queue.ts';
 import { makeTempDir } from '../helpers/tmp.ts';
 import { eventually, spawnServe } from './process-helper.ts';
 
@@ -24,10 +27,22 @@ describe('worker memory settings, as computed', () => {
     assert.deepEqual(workerMallocEnv({ GLIBC_TUNABLES: 'glibc.rtld.optional_static_tls=512' }), WORKER_MALLOC_ENV, 'other tunables do not count');
   });
 
-  test('V8: the semi-space cap is added to the primary\'s flags, unless a size is given', () => {
-    assert.deepEqual(workerExecArgv(['--enable-source-maps'], {}), ['--enable-source-maps', WORKER_SEMI_SPACE_FLAG]);
-    assert.deepEqual(workerExecArgv(['--max-semi-space-size=32'], {}), ['--max-semi-space-size=32']);
-    assert.deepEqual(workerExecArgv([], { NODE_OPTIONS: '--max-semi-space-size=2 --trace-warnings' }), []);
+  test('V8: the semi-space cap and gc() are added to the primary\'s flags, unless given already', () => {
+    assert.deepEqual(workerExecArgv(['--enable-source-maps'], {}), ['--enable-source-maps', WORKER_SEMI_SPACE_FLAG, WORKER_EXPOSE_GC_FLAG]);
+    assert.deepEqual(workerExecArgv(['--max-semi-space-size=32'], {}), ['--max-semi-space-size=32', WORKER_EXPOSE_GC_FLAG]);
+    assert.deepEqual(workerExecArgv([], { NODE_OPTIONS: '--max-semi-space-size=2 --expose-gc' }), []);
+  });
+});
+
+describe('transform concurrency of the workers', () => {
+  test('automatic (0): each of N workers gets its share of the CPUs; a number set is kept', () => {
+    const { config } = loadConfig({ env: {}, overrides: { cacheDir: join(tmp.dir, 'c'), stateDir: join(tmp.dir, 's') } });
+    assert.equal(config.transforms.concurrency, 0);
+    const cpus = availableParallelism();
+    assert.equal(workerConfig(config, cpus).transforms.concurrency, defaultTransformConcurrency(threadPoolSize(), cpus));
+    assert.equal(workerConfig(config, cpus).transforms.concurrency, 1);
+    const set = { ...config, transforms: { ...config.transforms, concurrency: 3 } };
+    assert.equal(workerConfig(set, cpus), set);
   });
 });
 
@@ -62,6 +77,7 @@ describe('worker memory settings, in real workers', { skip: !hasProc && 'needs /
         assert.ok(env.includes('MALLOC_ARENA_MAX=4'), 'the operator\'s arena count');
         assert.ok(env.includes('MALLOC_MMAP_THRESHOLD_=131072'));
         assert.ok(nulSeparated(`/proc/${worker}/cmdline`).includes(WORKER_SEMI_SPACE_FLAG));
+        assert.ok(nulSeparated(`/proc/${worker}/cmdline`).includes(WORKER_EXPOSE_GC_FLAG));
       }
       // The primary itself runs as it was started.
       assert.ok(!nulSeparated(`/proc/${pid}/environ`).includes('MALLOC_MMAP_THRESHOLD_=131072'));
