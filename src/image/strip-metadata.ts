@@ -8,7 +8,8 @@ import type { ImageFormat } from './types.ts';
  * with no re-encoding loss and no decode.
  *
  * Returns undefined when that is not enough and the image must be re-encoded
- * instead: an ICC profile (colours must be converted to sRGB), an EXIF
+ * instead: an ICC profile (colours must be converted to sRGB; a JPEG's is
+ * dropped instead with dropSrgbProfile, when it only restates sRGB), an EXIF
  * orientation other than 1 (`orientation`, as sharp read it, must be applied
  * to the pixels), CMYK or unusual JPEG codings, AVIF and TIFF, or any
  * structure the walker does not recognise.
@@ -19,12 +20,14 @@ export function stripMetadataLosslessly(
   orientation: number | undefined,
   /** `buf` is the caller's to overwrite: a JPEG may be rebuilt inside it (see buildInPlace). */
   reuseInput = false,
+  /** A JPEG's ICC profile restates sRGB (isSrgbProfile): drop it like metadata instead of refusing. */
+  dropSrgbProfile = false,
 ): Buffer | undefined {
   if (orientation !== undefined && orientation !== 1) return undefined;
   try {
     switch (format) {
       case 'jpeg':
-        return stripJpeg(buf, { keepIcc: false, orientation: 1, reuseInput });
+        return stripJpeg(buf, { keepIcc: false, dropIcc: dropSrgbProfile, orientation: 1, reuseInput });
       case 'png':
         return stripPng(buf);
       case 'gif':
@@ -50,7 +53,7 @@ export function stripMetadataLosslessly(
  */
 export function stripJpegForTransforms(buf: Buffer, orientation: number | undefined, reuseInput = false): Buffer | undefined {
   try {
-    return stripJpeg(buf, { keepIcc: true, orientation: orientation ?? 1, reuseInput });
+    return stripJpeg(buf, { keepIcc: true, dropIcc: false, orientation: orientation ?? 1, reuseInput });
   } catch {
     return undefined;
   }
@@ -80,6 +83,8 @@ const JPEG_TABLES: ReadonlySet<number> = new Set([0xc4, 0xdb, 0xdd]);
 
 interface JpegKeep {
   keepIcc: boolean;
+  /** Without keepIcc: drop the profile (it only restates sRGB) rather than give up. */
+  dropIcc: boolean;
   /** Written back as a one-tag EXIF block when not 1. */
   orientation: number;
   /** The result may be built inside `buf` (buildInPlace). */
@@ -127,8 +132,8 @@ function stripJpeg(buf: Buffer, keep: JpegKeep): Buffer | undefined {
     } else if (marker === 0xee) {
       if (payload.toString('latin1', 0, 5) === 'Adobe') kept.push(segment); // colour transform flag, not metadata
     } else if (marker === 0xe2 && payload.toString('latin1', 0, 12) === 'ICC_PROFILE\0') {
-      if (!keep.keepIcc) return undefined; // colours must be converted to sRGB
-      kept.push(segment);
+      if (keep.keepIcc) kept.push(segment);
+      else if (!keep.dropIcc) return undefined; // colours must be converted to sRGB
     } else if ((marker >= 0xe1 && marker <= 0xef) || marker === 0xfe) {
       // APP1-APP15 (EXIF, XMP, MPF, IPTC, Ducky…) and COM: dropped
     } else {

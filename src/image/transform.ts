@@ -6,6 +6,7 @@ import type { Variant } from './negotiate.ts';
 import type { OutputFormat } from './options.ts';
 import { MIME_BY_FORMAT, sniffImageType } from './sniff.ts';
 import { sharpError } from './sharp-errors.ts';
+import { isSrgbProfile } from './srgb-profile.ts';
 import { restoreInput, stripJpegForTransforms, stripMetadataLosslessly } from './strip-metadata.ts';
 import type { ImageFormat } from './types.ts';
 
@@ -127,15 +128,18 @@ export async function cleanSource(
   const header = knownHeader ?? (await run(() => sharp(source, { limitInputPixels: settings.maxSourcePixels }).metadata()));
 
   const forTransforms = use === 'transform' && sniffed.format === 'jpeg';
-  if (forTransforms || header.icc === undefined) {
+  // A JPEG whose profile only restates sRGB needs no conversion: dropped losslessly, not re-encoded (a full decode).
+  const srgbProfile = !forTransforms && sniffed.format === 'jpeg' && header.icc !== undefined && isSrgbProfile(header.icc);
+  if (forTransforms || header.icc === undefined || srgbProfile) {
     const stripped = forTransforms
       ? stripJpegForTransforms(source, header.orientation, reuseSource)
-      : stripMetadataLosslessly(source, sniffed.format, header.orientation, reuseSource);
+      : stripMetadataLosslessly(source, sniffed.format, header.orientation, reuseSource, srgbProfile);
     if (stripped !== undefined) {
       // The walker keeps every image-data segment; check the result still reads as the same image.
       const check = await run(() => sharp(stripped, { limitInputPixels: settings.maxSourcePixels }).metadata());
       const sameOrientation = !forTransforms || (check.orientation ?? 1) === (header.orientation ?? 1);
-      if (check.format === header.format && check.width === header.width && check.height === header.height && sameOrientation) {
+      const profileGone = forTransforms || check.icc === undefined;
+      if (check.format === header.format && check.width === header.width && check.height === header.height && sameOrientation && profileGone) {
         return { body: stripped, contentType: MIME_BY_FORMAT[sniffed.format], header: check };
       }
       restoreInput(stripped); // the re-encode below reads the source as fetched

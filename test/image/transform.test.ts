@@ -232,4 +232,22 @@ describe('cleanSource (passthrough with stripMetadata)', () => {
     const animated = await cleanSource(await animation('gif', 3, 20, 10), SETTINGS);
     assert.equal((await meta(animated.body, true)).pages, 3);
   });
+
+  test('a JPEG profile that only restates sRGB is dropped losslessly; any other is converted by a re-encode', async () => {
+    const plain = await makeImage('jpeg', 64, 48);
+    const scans = (jpeg: Buffer) => jpeg.subarray(jpeg.indexOf(Buffer.from([0xff, 0xda])));
+    const gps = { IFD3: { GPSLatitudeRef: 'N', GPSLatitude: '1/1 2/1 3/1' } };
+
+    const srgb = await sharp(plain).withIccProfile('srgb').withExif(gps).jpeg().toBuffer();
+    assert.ok((await meta(srgb)).icc && (await meta(srgb)).exif, 'the test source carries a profile and GPS');
+    const dropped = await cleanSource(Buffer.from(srgb), SETTINGS);
+    assert.deepEqual([(await meta(dropped.body)).icc, (await meta(dropped.body)).exif], [undefined, undefined]);
+    assert.ok(dropped.body.length < srgb.length && srgb.includes(scans(dropped.body)), 'the image data byte for byte: not re-encoded');
+    assert.ok((await sharp(dropped.body).raw().toBuffer()).equals(await sharp(srgb).raw().toBuffer()), 'the same colours');
+
+    const p3 = await sharp(plain).withIccProfile('p3').jpeg().toBuffer();
+    const converted = await cleanSource(Buffer.from(p3), SETTINGS);
+    assert.equal((await meta(converted.body)).icc, undefined);
+    assert.ok(!p3.includes(scans(converted.body)), 'Display P3 is converted: new pixels');
+  });
 });
