@@ -71,6 +71,11 @@ export class MemoryTier {
   }
 }
 
+/**
+ * What an entry keeps alive: its body's whole buffer, which is more than the
+ * body when the body is a view (a cleaned JPEG built inside its download,
+ * a slice of Node's small-buffer pool).
+ */
 function sizeOf(entry: StoredEntry): number {
-  return entry.body.length + ENTRY_OVERHEAD_BYTES;
+  return Math.max(entry.body.length, entry.body.buffer.byteLength) + ENTRY_OVERHEAD_BYTES;
 }
