@@ -1,46 +1,64 @@
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 
 /**
  * A serving worker's image bytes (downloads, sources, variants, memory-tier
  * entries it evicts) are Buffers: memory outside V8's heap, which V8 counts
- * but collects late. Those that outlive a few young collections (every source
- * waiting for a transform slot does) die in the old generation, and V8 starts
- * a full collection for them only once external memory has grown by about
- * 64 MB over what the last one left. In a miss storm that is 64 MB of dead
- * images on top of a full memory tier, in each worker.
+ * but collects late. Buffers that die young are freed by the next young
+ * collection, cheaply; those that outlived a few (every source waiting for a
+ * transform slot, every evicted tier entry) die in the old generation, and
+ * V8 starts a full collection for them only once external memory has grown
+ * by about 64 MB over what the last one left. In a miss storm that is 64 MB
+ * of dead images on top of a full memory tier, in each worker.
  *
- * This runs a full collection whenever external memory has grown by
- * `stepBytes` since the last one (or since its lowest point after it). Under
- * hits nothing grows, so nothing runs; in a miss storm it is a collection
- * every few seconds (a few ms each on a worker's small heap).
+ * So this runs a full collection when external memory has been `stepBytes`
+ * above its floor (what the last full collection left, or less) through two
+ * young collections: what is still there then is live or died old. Buffers
+ * that die young (a disk hit's read, a response) are gone after the first,
+ * so hits start nothing; in a miss storm it is a collection every few
+ * seconds, a few ms each on a worker's small heap.
  */
 export interface ExternalGarbageOptions {
-  /** Growth of external memory that starts a full collection. */
+  /** External memory above its floor, through two young collections, that starts a full one. */
   stepBytes: number;
   /** How often external memory is read (v8.getHeapStatistics(), about 2 µs). */
   intervalMs: number;
   /** The collector: `globalThis.gc` of a process started with --expose-gc. */
   gc: () => void;
-  /** External memory now (default: V8's own count). */
-  externalBytes?: () => number;
 }
 
-/** Starts watching; returns the function that stops it. The timer never keeps the process alive. */
+/** Starts watching; returns the function that stops it. Nothing here keeps the process alive. */
 export function collectExternalGarbage(options: ExternalGarbageOptions): () => void {
-  const external = options.externalBytes ?? (() => getHeapStatistics().external_memory);
-  let base = external();
+  const external = () => getHeapStatistics().external_memory;
+  let youngCollections = 0;
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) youngCollections += 1;
+    }
+  });
+  observer.observe({ entryTypes: ['gc'] });
+
+  let floor: number | undefined = external();
+  /** youngCollections when external memory was first seen over the step (undefined: it is not). */
+  let overSince: number | undefined;
   const timer = setInterval(() => {
     const now = external();
-    if (now < base) {
-      base = now; // freed meanwhile (a collection of V8's own): measure growth from here
-    } else if (now - base >= options.stepBytes) {
+    // Backing stores are freed just after a collection: the floor is read one tick after ours.
+    if (floor === undefined || now < floor) floor = now;
+    if (now - floor < options.stepBytes) {
+      overSince = undefined;
+    } else if (overSince === undefined) {
+      overSince = youngCollections;
+    } else if (youngCollections >= overSince + 2) {
       options.gc();
-      base = external();
+      floor = undefined;
+      overSince = undefined;
     }
   }, options.intervalMs);
   timer.unref();
   return () => {
     clearInterval(timer);
+    observer.disconnect();
   };
 }
 

@@ -53,7 +53,7 @@ export function workerMallocEnv(env: NodeJS.ProcessEnv = process.env): Record<st
 
 /** Gives the workers `gc()`, for collectExternalGarbage (external-garbage.ts). */
 export const WORKER_EXPOSE_GC_FLAG = '--expose-gc';
-/** A full collection in a worker once its Buffers have grown by this much (see collectExternalGarbage). */
+/** A full collection in a worker once its surviving Buffers have grown by this much (see collectExternalGarbage). */
 const WORKER_GC_STEP_BYTES = 16 * 1024 * 1024;
 const WORKER_GC_CHECK_MS = 25;
 
