@@ -152,6 +152,7 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
     // the source is checked: sources queued for a transform slot are what a miss storm would otherwise pile up.
     let held: ByteReservation | undefined;
     const beforeBody = async (declared: number | undefined, signal: AbortSignal) => {
+      held?.release(); // once per fetch today; never two reservations for one source
       held = await images.reserveSourceBytes(declared, signal);
     };
     try {
