@@ -179,6 +179,7 @@ export function createDownloader(policy: DownloadPolicy, logger: Logger): Downlo
       if (req.beforeBody) {
         try {
           await req.beforeBody(declared, signal);
+          signal.throwIfAborted(); // room came just as the deadline passed: still our wait
         } catch (err) {
           discard(body);
           if (signal.aborted && !req.signal?.aborted) {

@@ -431,6 +431,9 @@ describe('beforeBody: room for a body before it is read', () => {
     const [err, ms] = await timed(expectRefusal(get(downloader({ totalTimeoutMs: 300 }), '/waits.jpg', { beforeBody }), 'overloaded'));
     assert.equal(err.retryAfterSeconds, 1);
     assert.ok(ms < 2000, `took ${ms} ms`);
+    // One that ignores the signal and finds room only after the deadline: the same.
+    const late = () => new Promise<void>((resolve) => setTimeout(resolve, 500));
+    await expectRefusal(get(downloader({ totalTimeoutMs: 300 }), '/waits.jpg', { beforeBody: late }), 'overloaded');
   });
 
   test('what it throws fails the fetch as it is', async () => {
