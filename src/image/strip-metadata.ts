@@ -27,7 +27,7 @@ export function stripMetadataLosslessly(
   try {
     switch (format) {
       case 'jpeg':
-        return stripJpeg(buf, { keepIcc: false, dropIcc: dropSrgbProfile, orientation: 1, reuseInput });
+        return stripJpeg(buf, { icc: dropSrgbProfile ? 'drop' : 'refuse', orientation: 1, reuseInput });
       case 'png':
         return stripPng(buf);
       case 'gif':
@@ -53,7 +53,7 @@ export function stripMetadataLosslessly(
  */
 export function stripJpegForTransforms(buf: Buffer, orientation: number | undefined, reuseInput = false): Buffer | undefined {
   try {
-    return stripJpeg(buf, { keepIcc: true, dropIcc: false, orientation: orientation ?? 1, reuseInput });
+    return stripJpeg(buf, { icc: 'keep', orientation: orientation ?? 1, reuseInput });
   } catch {
     return undefined;
   }
@@ -82,9 +82,11 @@ const JPEG_FRAMES_OK: ReadonlySet<number> = new Set([0xc0, 0xc1, 0xc2]);
 const JPEG_TABLES: ReadonlySet<number> = new Set([0xc4, 0xdb, 0xdd]);
 
 interface JpegKeep {
-  keepIcc: boolean;
-  /** Without keepIcc: drop the profile (it only restates sRGB) rather than give up. */
-  dropIcc: boolean;
+  /**
+   * An ICC profile: kept (a transform converts through it), dropped (it only
+   * restates sRGB), or a reason to give up (colours must be converted).
+   */
+  icc: 'keep' | 'drop' | 'refuse';
   /** Written back as a one-tag EXIF block when not 1. */
   orientation: number;
   /** The result may be built inside `buf` (buildInPlace). */
@@ -116,7 +118,7 @@ function stripJpeg(buf: Buffer, keep: JpegKeep): Buffer | undefined {
     if (JPEG_FRAMES_OK.has(marker)) {
       const components = payload[5];
       // CMYK/YCCK need conversion to be served; a transform converts them anyway (Adobe segment and profile are kept).
-      if (sawFrame || !(components === 1 || components === 3 || (components === 4 && keep.keepIcc))) return undefined;
+      if (sawFrame || !(components === 1 || components === 3 || (components === 4 && keep.icc === 'keep'))) return undefined;
       sawFrame = true;
       kept.push(segment);
     } else if (JPEG_TABLES.has(marker)) {
@@ -132,8 +134,8 @@ function stripJpeg(buf: Buffer, keep: JpegKeep): Buffer | undefined {
     } else if (marker === 0xee) {
       if (payload.toString('latin1', 0, 5) === 'Adobe') kept.push(segment); // colour transform flag, not metadata
     } else if (marker === 0xe2 && payload.toString('latin1', 0, 12) === 'ICC_PROFILE\0') {
-      if (keep.keepIcc) kept.push(segment);
-      else if (!keep.dropIcc) return undefined; // colours must be converted to sRGB
+      if (keep.icc === 'keep') kept.push(segment);
+      else if (keep.icc === 'refuse') return undefined; // colours must be converted to sRGB
     } else if ((marker >= 0xe1 && marker <= 0xef) || marker === 0xfe) {
       // APP1-APP15 (EXIF, XMP, MPF, IPTC, Ducky…) and COM: dropped
     } else {
