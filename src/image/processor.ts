@@ -61,8 +61,6 @@ export interface VariantPlan {
  */
 export class ImageProcessor {
   readonly queue: TransformQueue;
-  /** Fetched sources held between download and prepareSource() (see reserveSourceBytes). */
-  readonly sourceBudget: ByteBudget;
   /** Changes whenever stored variants would come out differently: the cache namespace. */
   readonly fingerprint: string;
   readonly #settings: ImageProcessorSettings;
@@ -75,6 +73,8 @@ export class ImageProcessor {
   readonly #decoding = new Map<string, Promise<void>>();
   /** Headers read while preparing sources, by the very buffer stored (gone with it). */
   readonly #headers = new WeakMap<Buffer, Metadata>();
+  /** Fetched sources held between download and prepareSource() (see reserveSourceBytes). */
+  readonly #sourceBudget: ByteBudget;
 
   constructor(settings: ImageProcessorSettings) {
     checkPresets(settings);
@@ -89,7 +89,7 @@ export class ImageProcessor {
       concurrency: settings.transforms.concurrency || defaultTransformConcurrency(),
       maxQueue: settings.transforms.queueSize,
     });
-    this.sourceBudget = new ByteBudget(settings.transforms.sourceBytesInFlight ?? 0);
+    this.#sourceBudget = new ByteBudget(settings.transforms.sourceBytesInFlight ?? 0);
     // Preset definitions are not part of it: variant ids spell out the expanded preset, so editing one changes its ids.
     this.fingerprint = createHash('sha256')
       .update(
@@ -118,7 +118,7 @@ export class ImageProcessor {
    * Release it once prepareSource() is done with the body.
    */
   reserveSourceBytes(declaredBytes: number | undefined, signal?: AbortSignal): Promise<ByteReservation> {
-    return this.sourceBudget.acquire(declaredBytes ?? UNDECLARED_SOURCE_BYTES, signal);
+    return this.#sourceBudget.acquire(declaredBytes ?? UNDECLARED_SOURCE_BYTES, signal);
   }
 
   /** Runs a cache lookup on behalf of `plan` (prepareSource then knows whether a transform will decode the source). */

@@ -164,7 +164,8 @@ const restorers = new WeakMap<Buffer, () => void>();
  * accounting): bench/README.md, "Cold resize". restoreInput() puts back the
  * overwritten bytes. Undefined (copy instead) when the pieces do not allow
  * it, or when the view would keep more dropped bytes alive than a quarter of
- * the result (the memory tier counts the view's length, not its buffer's).
+ * the result (dead weight the memory tier, which counts the whole buffer,
+ * would hold in place of other entries).
  */
 function buildInPlace(buf: Buffer, pieces: Buffer[]): Buffer | undefined {
   const offsetIn = (piece: Buffer): number => {
