@@ -82,7 +82,8 @@ describe('worker memory settings, in real workers', { skip: !hasProc && 'needs /
       // The primary itself runs as it was started.
       assert.ok(!nulSeparated(`/proc/${pid}/environ`).includes('MALLOC_MMAP_THRESHOLD_=131072'));
     } finally {
-      assert.equal(await server.stop(), 0);
+      const code = await server.stop();
+      assert.equal(code, 0, `exit signal ${String(server.child.signalCode)}; stderr ends: ${server.stderr().slice(-1500)}`);
     }
   });
 
