@@ -12,6 +12,8 @@ import { FastImageCacheError } from '../errors.ts';
 
 /** How far into the file the root element must appear. */
 const SNIFF_BYTES = 4096;
+/** What String.prototype.trimStart() removes that a UTF-8 file can start with in one byte: tab, LF, VT, FF, CR, space. */
+const ASCII_SPACE: ReadonlySet<number> = new Set([0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]);
 
 /**
  * True when the bytes are an uncompressed SVG document: optional BOM, XML
@@ -19,6 +21,10 @@ const SNIFF_BYTES = 4096;
  * root element. Gzipped `.svgz` is not accepted.
  */
 export function looksLikeSvg(buf: Buffer): boolean {
+  // Every raster format starts with binary magic bytes: only text starting with '<' is decoded and parsed.
+  let first = buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0;
+  while (first < buf.length && ASCII_SPACE.has(buf[first] as number)) first += 1;
+  if (buf[first] !== 0x3c) return false;
   let text = buf.toString('utf8', 0, Math.min(buf.length, SNIFF_BYTES));
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   for (;;) {

@@ -42,6 +42,7 @@ describe('SVG recognition', () => {
       '<?xml version="1.0"?><rss/>',
       '<svgfoo/>',
       'hello <svg>',
+      '\u00a0<svg>', // XML allows only ASCII white space before the root element
       '',
     ];
     for (const text of no) assert.ok(!looksLikeSvg(Buffer.from(text)), text);
