@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import sharp, { type Metadata } from 'sharp';
+import sharp from 'sharp';
 import { ConfigError, FastImageCacheError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { acceptedFormats, resolveVariant, SOURCE_VARIANT, variantId, type Variant } from './negotiate.ts';
@@ -9,7 +9,7 @@ import { ByteBudget, type ByteReservation } from './byte-budget.ts';
 import { sniffImageType } from './sniff.ts';
 import { carriesTransformOnlyMetadata } from './strip-metadata.ts';
 import { looksLikeSvg, rasterizeSvg } from './svg.ts';
-import { cleanSource, transformImage, type TransformSettings } from './transform.ts';
+import { cleanSource, sourceHeader, transformImage, type SourceHeader, type TransformSettings } from './transform.ts';
 import { defaultTransformConcurrency, TransformQueue } from './transform-queue.ts';
 import type { ImageFormat } from './types.ts';
 import { inspectImage, verifyImage } from './verify.ts';
@@ -72,7 +72,7 @@ export class ImageProcessor {
   /** Decodes running now, by SHA-256: a stampede on a source not yet decoded here (read from disk) decodes it once. */
   readonly #decoding = new Map<string, Promise<void>>();
   /** Headers read while preparing sources, by the very buffer stored (gone with it). */
-  readonly #headers = new WeakMap<Buffer, Metadata>();
+  readonly #headers = new WeakMap<Buffer, SourceHeader>();
   /** Fetched sources held between download and prepareSource() (see reserveSourceBytes). */
   readonly #sourceBudget: ByteBudget;
 
@@ -165,7 +165,7 @@ export class ImageProcessor {
       const image = await inspectImage(bytes, checks);
       const stored = s.stripMetadata
         ? await cleanSource(bytes, this.#transformSettings(), 'transform', image.header, true)
-        : { body: bytes, contentType: image.mime, header: image.header };
+        : { body: bytes, contentType: image.mime, header: sourceHeader(image.header) };
       // The transform that follows gets this very buffer from the cache: it need not read the header again.
       if (stored.header !== undefined) this.#headers.set(stored.body, stored.header);
       return { body: stored.body, contentType: stored.contentType };
