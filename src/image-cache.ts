@@ -68,7 +68,7 @@ export interface ImageResult {
 export type CacheStats = CacheManagerStats;
 
 export interface ImageCache {
-  /** Fetch (once), verify, store and return an image; the same URL policy as the server applies. */
+  /** Fetch (once), verify, store and return an image; the same URL policy as the server applies. A new variant's disk write may end just after this resolves (close() waits for it). */
   get(sourceUrl: string, options?: ImageRequestOptions): Promise<ImageResult>;
   /** Removes every cached variant of a source; resolves to the number of entries removed. */
   purge(sourceUrl: string): Promise<number>;

@@ -279,6 +279,85 @@ test('a purge waits for a write of its source under way, so the written entry do
   assert.equal(calls.length, 2);
 });
 
+/** A manager whose source of URL_A is already stored, and whose next writes are held until `release()`. */
+async function withHeldVariantWrite() {
+  const { storage, base } = await setup();
+  const probed = new ProbedStorage(storage);
+  const { loader, calls } = countingLoader();
+  const cache = new CacheManager({ storage: probed, loader, logger: createLogger('silent') });
+  managers.push(cache);
+  await cache.get(src(URL_A));
+  const slowDisk = deferred();
+  const started = deferred();
+  probed.holdWrites = slowDisk.promise;
+  probed.onWrite = () => {
+    started.resolve();
+  };
+  const transforms: string[] = [];
+  const request: CacheRequest = { sourceUrl: URL_A, variant: 'w_100', transform: taggingTransform('w_100', transforms) };
+  const release = () => {
+    probed.holdWrites = undefined;
+    slowDisk.resolve();
+  };
+  return { cache, storage, dir: path.join(base, 'cache'), calls, transforms, request, writeStarted: started.promise, release };
+}
+
+test('a cold variant is answered before its write reaches the disk, and is a hit from memory meanwhile', async () => {
+  const { cache, dir, transforms, request, writeStarted, release } = await withHeldVariantWrite();
+  const made = await cache.get(request); // would never resolve if the answer waited for the held write
+  assert.equal(made.status, 'MISS');
+  await writeStarted;
+  assert.equal((await entryFiles(dir)).length, 1, 'only the source is on disk yet');
+  const again = await cache.get(request);
+  assert.equal(again.status, 'HIT');
+  assert.ok(again.body.equals(made.body));
+  assert.equal(transforms.length, 1, 'not made twice');
+  release();
+  await cache.ready();
+  assert.equal((await entryFiles(dir)).length, 2, 'the variant landed');
+});
+
+test('a purge during a variant write behind the answer removes it from memory and disk, and it does not come back', async () => {
+  const { cache, dir, transforms, request, writeStarted, release } = await withHeldVariantWrite();
+  await cache.get(request);
+  await writeStarted;
+  let purged = false;
+  const purge = cache.purge(URL_A).then((n) => {
+    purged = true;
+    return n;
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(purged, false, 'the purge waits for the write under way');
+  release();
+  assert.equal(await purge, 2, 'source and variant');
+  await cache.ready();
+  assert.deepEqual(await entryFiles(dir), []);
+  assert.equal((await cache.get(request)).status, 'MISS', 'not served from memory either');
+  assert.equal(transforms.length, 2);
+});
+
+test('close() waits for a variant write behind the answer; a new manager then hits it on disk', async () => {
+  const { cache, storage, request, writeStarted, release } = await withHeldVariantWrite();
+  const made = await cache.get(request);
+  await writeStarted;
+  let closed = false;
+  const closing = cache.close().then(() => {
+    closed = true;
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(closed, false, 'close waits for the write');
+  release();
+  await closing;
+  const reopened = await FsStorage.open({ dir: storage.dir, logger: createLogger('silent') });
+  const { loader, calls } = countingLoader();
+  const again = new CacheManager({ storage: reopened, loader, logger: createLogger('silent') });
+  managers.push(again);
+  const hit = await again.get({ ...request, transform: () => Promise.reject(new Error('must not be made again')) });
+  assert.equal(hit.status, 'HIT');
+  assert.ok(hit.body.equals(made.body));
+  assert.equal(calls.length, 0);
+});
+
 test('a variant request without a transform is a programming error', async () => {
   const { cache } = await setup();
   await assert.rejects(cache.get({ sourceUrl: URL_A, variant: 'w_100' }), FastImageCacheError);
