@@ -177,6 +177,12 @@ interface Target {
   key: string;
   id: EntryId;
   transform: Transform | undefined;
+  /**
+   * A variant's source, looked up or fetched for its transform. Kept out of the memory tier: only passthrough
+   * reads the tier for a source, and a cold resize's 400 KB source there would push out some 25 variants, then
+   * die old in the heap (the full collections of a miss storm).
+   */
+  forVariant?: true;
 }
 
 /**
@@ -447,7 +453,7 @@ export class CacheManager {
   #sourceTarget(target: Target): Target {
     const group = target.sourceKey;
     const key = sourceEntryKey(group, this.#sourceNamespace);
-    return { url: target.url, variant: SOURCE_VARIANT, sourceKey: group, key, id: this.#storage.entryId(group, key), transform: undefined };
+    return { url: target.url, variant: SOURCE_VARIANT, sourceKey: group, key, id: this.#storage.entryId(group, key), transform: undefined, forVariant: true };
   }
 
   /** The foreground path of one key: stored and fresh, stale (served or refreshed), or filled. */
@@ -463,7 +469,7 @@ export class CacheManager {
     const state = freshnessState(stored.meta.freshness, this.#now());
     if (state === 'fresh') {
       this.#counts.diskHits += 1;
-      this.#memory.set(target.id, stored);
+      this.#keepInMemory(target, stored);
       this.#touch(target.id);
       return { entry: stored, status: 'HIT', storable: true };
     }
@@ -549,7 +555,7 @@ export class CacheManager {
   async #storedByAnother(target: Target): Promise<Outcome | undefined> {
     const stored = await this.#readVerified(target);
     if (stored === undefined) return undefined;
-    this.#memory.set(target.id, stored);
+    this.#keepInMemory(target, stored);
     return { entry: stored, status: 'MISS', storable: true };
   }
 
@@ -685,7 +691,11 @@ export class CacheManager {
       return;
     }
     await this.#index.commit(token);
-    if (epoch === this.#epoch) this.#memory.set(target.id, entry); // not when a purge came during the write
+    if (epoch === this.#epoch) this.#keepInMemory(target, entry); // not when a purge came during the write
+  }
+
+  #keepInMemory(target: Target, entry: StoredEntry): void {
+    if (target.forVariant !== true) this.#memory.set(target.id, entry);
   }
 
   #storeFailed(target: Target, err: unknown): void {

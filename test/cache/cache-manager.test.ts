@@ -483,6 +483,30 @@ test('memory tier: hot hits touch neither the disk nor the loader; it is bounded
   assert.equal((await tiered.get(src(URL_A))).status, 'MISS', 'a purge reaches the memory tier');
 });
 
+test('a source fetched for a variant stays out of the memory tier, which keeps what is served; passthrough still brings it in', async () => {
+  const { cache } = await setup();
+  const transforms: string[] = [];
+  const variant = (url: string): CacheRequest => ({ sourceUrl: url, variant: 'w_100', transform: taggingTransform('w_100', transforms) });
+  const made = await cache.get(variant(URL_A));
+  let stats = await cache.stats();
+  assert.equal(stats.memoryEntries, 1, 'the variant only');
+  assert.equal(stats.memoryBytes >= made.size, true);
+  assert.equal((await cache.get(variant(URL_A))).status, 'HIT');
+  assert.equal((await cache.stats()).memoryHits, 1, 'the variant is served from memory');
+
+  // Another variant of the same source reads it from disk (no second fetch), and stays out of memory too.
+  await cache.get({ sourceUrl: URL_A, variant: 'w_200', transform: taggingTransform('w_200', transforms) });
+  stats = await cache.stats();
+  assert.equal(stats.memoryEntries, 2);
+  assert.equal(stats.misses, 2);
+
+  // Passthrough of that source: a disk hit, then kept in memory like any entry served.
+  assert.equal((await cache.get(src(URL_A))).status, 'HIT');
+  assert.equal((await cache.stats()).memoryEntries, 3);
+  assert.equal((await cache.get(src(URL_A))).status, 'HIT');
+  assert.equal((await cache.stats()).memoryHits, 2);
+});
+
 test('the namespace (encoder versions, presets) is part of variant keys, not of source keys', async () => {
   const { storage } = await setup();
   const loader: Loader = ({ url }) => Promise.resolve({ status: 200, body: Buffer.from(`bytes of ${url}`), contentType: 'image/png', origin: {} });
