@@ -149,7 +149,7 @@ export async function cleanSource(
     const kept = stripJpegForTransforms(source, header.orientation, reuseSource);
     // Not read back with a second metadata() (about 1 ms of every cold resize): the walker copies the frame
     // header and every scan byte for byte, and sharp reads its one-tag orientation block back in the tests. The
-    // transform that follows decodes the result with failOn 'warning', so a broken rebuild is refused, not served.
+    // transform that follows decodes the result with failOn 'warning': a rebuild that does not decode cleanly is refused.
     if (kept !== undefined) return { body: kept, contentType: MIME_BY_FORMAT.jpeg, header: sourceHeader(header) };
   } else {
     // A JPEG whose profile only restates sRGB needs no conversion: dropped losslessly, not re-encoded (a full decode).
