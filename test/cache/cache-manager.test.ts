@@ -27,6 +27,17 @@ function deferred<T = void>() {
   return { promise, resolve };
 }
 
+/** Checks that `promise` is still pending 20 ms on (it waits for something the test holds back); gives it back to await. */
+async function stillPending<T>(promise: Promise<T>, what: string): Promise<{ result: Promise<T> }> {
+  let settled = false;
+  const result = promise.finally(() => {
+    settled = true;
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(settled, false, what);
+  return { result };
+}
+
 /** A logger that keeps its JSON lines, to check what a warning says. */
 function recordingLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>>; raw: () => string } {
   const chunks: string[] = [];
@@ -263,16 +274,10 @@ test('a purge waits for a write of its source under way, so the written entry do
 
   const filling = cache.get(src(URL_A));
   await started.promise; // past every check before the write: only the write itself is pending
-  let purged = false;
-  const purge = cache.purge(URL_A).then((n) => {
-    purged = true;
-    return n;
-  });
-  await new Promise((r) => setTimeout(r, 20));
-  assert.equal(purged, false, 'the purge waits for the write under way');
+  const purge = await stillPending(cache.purge(URL_A), 'the purge waits for the write under way');
   slowDisk.resolve();
   await filling;
-  assert.equal(await purge, 1, 'and then removes what it wrote');
+  assert.equal(await purge.result, 1, 'and then removes what it wrote');
   assert.deepEqual(await entryFiles(path.join(base, 'cache')), []);
   probed.holdWrites = undefined;
   assert.equal((await cache.get(src(URL_A))).status, 'MISS');
@@ -321,15 +326,9 @@ test('a purge during a variant write behind the answer removes it from memory an
   const { cache, dir, transforms, request, writeStarted, release } = await withHeldVariantWrite();
   await cache.get(request);
   await writeStarted;
-  let purged = false;
-  const purge = cache.purge(URL_A).then((n) => {
-    purged = true;
-    return n;
-  });
-  await new Promise((r) => setTimeout(r, 20));
-  assert.equal(purged, false, 'the purge waits for the write under way');
+  const purge = await stillPending(cache.purge(URL_A), 'the purge waits for the write under way');
   release();
-  assert.equal(await purge, 2, 'source and variant');
+  assert.equal(await purge.result, 2, 'source and variant');
   await cache.ready();
   assert.deepEqual(await entryFiles(dir), []);
   assert.equal((await cache.get(request)).status, 'MISS', 'not served from memory either');
@@ -340,14 +339,9 @@ test('close() waits for a variant write behind the answer; a new manager then hi
   const { cache, storage, request, writeStarted, release } = await withHeldVariantWrite();
   const made = await cache.get(request);
   await writeStarted;
-  let closed = false;
-  const closing = cache.close().then(() => {
-    closed = true;
-  });
-  await new Promise((r) => setTimeout(r, 20));
-  assert.equal(closed, false, 'close waits for the write');
+  const closing = await stillPending(cache.close(), 'close waits for the write');
   release();
-  await closing;
+  await closing.result;
   const reopened = await FsStorage.open({ dir: storage.dir, logger: createLogger('silent') });
   const { loader, calls } = countingLoader();
   const again = new CacheManager({ storage: reopened, loader, logger: createLogger('silent') });
