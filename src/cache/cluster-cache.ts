@@ -5,6 +5,7 @@ import { RedisSharedTier } from '../storage/redis/shared-tier.ts';
 import type { StoredEntry } from '../storage/types.ts';
 import { ClusterSingleFlight } from './cluster-single-flight.ts';
 import { DistributedLock } from './distributed-lock.ts';
+import { PendingPurges } from './pending-purges.ts';
 import { PurgeBus, type PurgeMessage } from './purge-bus.ts';
 
 export interface ClusterCacheOptions {
@@ -24,6 +25,11 @@ export interface ClusterCacheOptions {
   logger: Logger;
 }
 
+/** Purges Redis could not take are tried again this often (its link skips Redis for 1 s after a failure). */
+const PURGE_RETRY_MS = 1_000;
+/** Source purges owed at most (a purge of everything covers them all). */
+const MAX_OWED_PURGES = 10_000;
+
 /** What the cache manager lets other nodes do to its local tiers. */
 export interface LocalTierHandlers {
   /** Removes a source (and its variants), or everything, from this node's memory and disk tiers. */
@@ -42,6 +48,7 @@ export class ClusterCache {
   readonly #shared: RedisSharedTier<StoredEntry['meta']>;
   readonly #flight: ClusterSingleFlight;
   readonly #bus: PurgeBus;
+  readonly #owedPurges: PendingPurges;
   readonly #connection: RedisConnection;
   readonly #entryTtlMs: number;
   #handlers: LocalTierHandlers | undefined;
@@ -67,6 +74,12 @@ export class ClusterCache {
       logger: opts.logger,
       onPurge: async (message) => this.#handlers?.purgeLocal(message),
       onResync: () => this.#handlers?.dropMemoryTier(),
+    });
+    this.#owedPurges = new PendingPurges({
+      carry: (message) => this.#carry(message),
+      retryMs: PURGE_RETRY_MS,
+      max: MAX_OWED_PURGES,
+      logger: opts.logger,
     });
   }
 
@@ -112,13 +125,22 @@ export class ClusterCache {
 
   /** Removes a source and its variants from the shared tier and tells every other node to drop them. */
   async purgeSource(sourceKey: string): Promise<void> {
-    await this.#shared.deleteGroup(sourceKey);
-    await this.#bus.publish({ kind: 'source', sourceKey });
+    await this.#purge({ kind: 'source', sourceKey });
   }
 
   async purgeAll(): Promise<void> {
-    await this.#shared.clear();
-    await this.#bus.publish({ kind: 'all' });
+    await this.#purge({ kind: 'all' });
+  }
+
+  /** Carried now, or owed until Redis takes it (PendingPurges): never left on this node alone. */
+  async #purge(message: PurgeMessage): Promise<void> {
+    if (!(await this.#carry(message))) this.#owedPurges.add(message);
+  }
+
+  /** The shared tier first, so no node can refill from it; then the announcement. */
+  async #carry(message: PurgeMessage): Promise<boolean> {
+    const cleared = message.kind === 'all' ? await this.#shared.clear() : (await this.#shared.deleteGroup(message.sourceKey)) !== undefined;
+    return cleared && (await this.#bus.publish(message));
   }
 
   health(): RedisHealth {
@@ -131,6 +153,7 @@ export class ClusterCache {
   }
 
   async close(): Promise<void> {
+    this.#owedPurges.close();
     this.#flight.close();
     await this.#bus.close();
   }

@@ -51,11 +51,9 @@ export class PurgeBus {
     );
   }
 
-  /** Announces a purge to the other nodes; false when Redis is unavailable (they will resync when it returns). */
-  async publish(message: PurgeMessage): Promise<boolean> {
-    const sent = await announcePurge(this.#redis, message, this.nodeId);
-    if (!sent) this.#logger.warn({ purge: message.kind }, 'redis unavailable: purge applied on this node only');
-    return sent;
+  /** Announces a purge to the other nodes; false when Redis is unavailable (ClusterCache then owes it: PendingPurges). */
+  publish(message: PurgeMessage): Promise<boolean> {
+    return announcePurge(this.#redis, message, this.nodeId);
   }
 
   /** Resolves when every purge received so far has been applied. */

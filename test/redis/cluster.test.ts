@@ -243,4 +243,22 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
     for (const r of results) assert.equal(r.status, 200);
     assert.equal(origin.hits('/after.png'), 1, 'single-flight across nodes works again');
   });
+
+  test('a purge made while Redis is down reaches the other nodes once it is back', async () => {
+    origin.serve('/purged-offline.png', png, { contentType: 'image/png' });
+    const source = `${origin.url}/purged-offline.png`;
+    for (const n of [a, c]) assert.equal((await get(n, source)).sha, sha(png));
+
+    await redis.stop();
+    await eventually(() => statesOf(nodes).every((s) => s === 'down'), 'nodes see Redis down');
+    const replacement = await makeImage('png', 40, 20);
+    origin.serve('/purged-offline.png', replacement, { contentType: 'image/png' });
+    await b.imageCache.purge(source);
+    assert.equal((await get(b, source)).sha, sha(replacement), 'B purged at once');
+    assert.equal((await get(a, source)).sha, sha(png), 'A has not heard of it yet: Redis is down');
+
+    await redis.restart();
+    // Reconnecting only drops A's and C's memory tiers; their disks still hold the old image until B's purge arrives.
+    for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the owed purge is carried');
+  });
 });
