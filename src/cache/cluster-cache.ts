@@ -42,7 +42,8 @@ export interface LocalTierHandlers {
  * The cluster side of the cache manager when `redis.url` is set: the shared
  * tier behind the local ones, single-flight across nodes, and purges carried
  * to every node. Every operation degrades to "local only" when Redis is down
- * or slow; none of them throws because of Redis.
+ * or slow (a purge is owed, and carried once it is back); none of them
+ * throws because of Redis.
  */
 export class ClusterCache {
   readonly #shared: RedisSharedTier<StoredEntry['meta']>;
