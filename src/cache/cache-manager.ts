@@ -568,7 +568,7 @@ export class CacheManager {
       // Answered now and served from memory meanwhile; the write to disk goes on behind the response (nginx, too,
       // answers while its temp file is written). It saved about 1 ms of each cold resize, an index round trip
       // and a file creation. A purge waits for the write under way, and close() for all of them.
-      this.#memory.set(target.id, entry);
+      this.#keepInMemory(target, entry);
       this.#track(this.#store(target, entry, epoch).catch((err: unknown) => { this.#storeFailed(target, err); }));
     }
     return { entry, status: 'MISS', storable: source.storable };
