@@ -12,11 +12,10 @@ import { startServer, type RunningServer, type ServerLimits } from './http-serve
 import { ImageCacheSlot } from './image-cache-slot.ts';
 import type { Metrics } from './metrics.ts';
 import { OriginHealth } from './origin-health.ts';
-import { createClientRateLimiter, type RateLimitStore } from './rate-limit.ts';
+import { createClientRateLimiter, type ClientRateLimiter, type RateLimitStore } from './rate-limit.ts';
 import { Readiness, type IndexState } from './readiness.ts';
 import { validateForReload } from './reload-validation.ts';
 import { registerRedisMetrics } from './redis-metrics.ts';
-import { withSharedLimits } from './shared-rate-limit.ts';
 
 export type ReloadOutcome =
   | { outcome: 'applied'; changes: ConfigChange[]; restartNeeded: string[] }
@@ -161,15 +160,20 @@ export class ProxyService {
   #frontSettings(config: Config, imageCache: ImageCache): FrontDoorSettings {
     return {
       handler: (req, res) => { this.#slot.handle(req, res); },
-      // With redis.url, limits count across all nodes (local counters while Redis is away).
-      rateLimiter: withSharedLimits(
-        createClientRateLimiter(config.rateLimit, this.#logger, { store: this.#options.rateLimitStore ?? 'memory' }),
-        imageCache.sharedRateLimiter(config.rateLimit, 'clients'),
-      ),
+      rateLimiter: this.#clientRateLimiter(config, imageCache),
       clientAddress: createClientAddressResolver(config.trustedProxies),
       maxUrlLength: config.server.maxUrlLength,
       metricsOnMainListener: config.metrics.onMainListener,
     };
+  }
+
+  /** With redis.url, limits count across all nodes (the workers' shared count in the primary while Redis is away). */
+  #clientRateLimiter(config: Config, imageCache: ImageCache): ClientRateLimiter | undefined {
+    const redis = imageCache.sharedRateLimiter(config.rateLimit, 'clients');
+    return createClientRateLimiter(config.rateLimit, this.#logger, {
+      store: this.#options.rateLimitStore ?? 'memory',
+      shared: redis && ((clientKey, points) => redis.consume(clientKey, points)),
+    });
   }
 
   /** Re-reads and validates the configuration, then applies it; a bad one is refused and nothing changes. */

@@ -8,6 +8,7 @@ import {
   type RateLimiterAbstract,
 } from 'rate-limiter-flexible';
 import type { Logger } from '../log.ts';
+import { LocalFirstRateLimiter, reportEvery, type SharedCount } from './local-first-rate-limit.ts';
 
 export interface RateLimitSettings {
   /** Sustained requests per second per client; 0 turns limiting off. */
@@ -23,20 +24,14 @@ export interface ClientRateLimiter {
   consume(clientKey: string): Promise<RateLimitDecision>;
 }
 
-/** Where the counters live: this process, or the cluster primary (so N workers share one budget per client). */
+/** Where the shared counters live: nowhere (this process alone), or the cluster primary (so N workers share one budget per client). */
 export type RateLimitStore = 'memory' | 'cluster';
-
-interface Limiters {
-  sustained: RateLimiterAbstract;
-  burst: RateLimiterAbstract | undefined;
-}
 
 // Cluster limiters register an IPC listener each and cannot be disposed, so
 // one instance per distinct setting is kept for the life of the process.
 const clusterLimiters = new Map<string, RateLimiterAbstract>();
 
-function makeLimiter(store: RateLimitStore, keyPrefix: string, points: number, duration: number): RateLimiterAbstract {
-  if (store === 'memory') return new RateLimiterMemory({ keyPrefix, points, duration });
+function clusterLimiter(keyPrefix: string, points: number, duration: number): RateLimiterAbstract {
   let limiter = clusterLimiters.get(keyPrefix);
   if (limiter === undefined) {
     limiter = new RateLimiterCluster({ keyPrefix, points, duration, timeoutMs: 1000 });
@@ -45,44 +40,72 @@ function makeLimiter(store: RateLimitStore, keyPrefix: string, points: number, d
   return limiter;
 }
 
+type LimiterFactory = (keyPrefix: string, points: number, duration: number) => RateLimiterAbstract;
+
 /**
- * Per-client limits with rate-limiter-flexible (its store can later be Redis
- * or the cluster primary): `perSecond` requests in each one-second window,
- * and when those are spent, up to `burst` more from an allowance that
- * refills every ceil(burst / perSecond) seconds (its BurstyRateLimiter).
- * Returns undefined when perSecond is 0 (limiting off).
+ * rate-limiter-flexible's limiters for the settings: `perSecond` requests in
+ * each one-second window, and when those are spent, up to `burst` more from
+ * an allowance that refills every ceil(burst / perSecond) seconds (its
+ * BurstyRateLimiter).
+ */
+function limiterFor(settings: RateLimitSettings, prefix: string, make: LimiterFactory): RateLimiterAbstract | BurstyRateLimiter {
+  const sustained = make(`${prefix}-rate`, settings.perSecond, 1);
+  if (settings.burst <= 0) return sustained;
+  return new BurstyRateLimiter(sustained, make(`${prefix}-burst`, settings.burst, Math.max(1, Math.ceil(settings.burst / settings.perSecond))));
+}
+
+function retryAfter(rejection: RateLimiterRes): RateLimitDecision {
+  return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)) };
+}
+
+/**
+ * Per-client limits with rate-limiter-flexible. This process counts every
+ * request itself; with a shared count (the cluster primary for `--workers`,
+ * Redis for several nodes, Redis first when both), it reports them in batches
+ * (LocalFirstRateLimiter), so each client has one budget across processes
+ * without a round trip per request. Returns undefined when perSecond is 0
+ * (limiting off).
  */
 export function createClientRateLimiter(
   settings: RateLimitSettings,
   logger: Logger,
-  options: { store?: RateLimitStore; name?: string } = {},
+  options: { store?: RateLimitStore; name?: string; shared?: SharedCount | undefined } = {},
 ): ClientRateLimiter | undefined {
   if (settings.perSecond <= 0) return undefined;
-  const store = options.store ?? 'memory';
   const prefix = `fic-${options.name ?? 'clients'}-${settings.perSecond}-${settings.burst}`;
-  const limiters: Limiters = {
-    sustained: makeLimiter(store, `${prefix}-rate`, settings.perSecond, 1),
-    burst:
-      settings.burst > 0
-        ? makeLimiter(store, `${prefix}-burst`, settings.burst, Math.max(1, Math.ceil(settings.burst / settings.perSecond)))
-        : undefined,
-  };
-  const limiter = limiters.burst ? new BurstyRateLimiter(limiters.sustained, limiters.burst) : limiters.sustained;
-
-  return {
+  const local = limiterFor(settings, prefix, (keyPrefix, points, duration) => new RateLimiterMemory({ keyPrefix, points, duration }));
+  const own: ClientRateLimiter = {
     async consume(clientKey) {
       try {
-        await limiter.consume(clientKey, 1);
+        await local.consume(clientKey, 1);
         return { allowed: true };
       } catch (rejection) {
-        if (rejection instanceof RateLimiterRes) {
-          return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)) };
-        }
+        if (rejection instanceof RateLimiterRes) return retryAfter(rejection);
         // Failing open: a limiter fault must not take the whole service down with it.
         logger.warn({ err: rejection }, 'rate limiter failed; letting the request through');
         return { allowed: true };
       }
     },
+  };
+
+  const primary = options.store === 'cluster' ? clusterCount(limiterFor(settings, prefix, clusterLimiter), logger) : undefined;
+  const { shared } = options;
+  const count: SharedCount | undefined =
+    shared && primary ? async (clientKey, points) => (await shared(clientKey, points)) ?? primary(clientKey, points) : (shared ?? primary);
+  return count === undefined ? own : new LocalFirstRateLimiter(own, count, reportEvery(settings));
+}
+
+/** The cluster primary's count, over IPC; undefined (and a warning) when it does not answer in time. */
+function clusterCount(limiter: RateLimiterAbstract | BurstyRateLimiter, logger: Logger): SharedCount {
+  return async (clientKey, points) => {
+    try {
+      await limiter.consume(clientKey, points);
+      return { allowed: true };
+    } catch (rejection) {
+      if (rejection instanceof RateLimiterRes) return retryAfter(rejection);
+      logger.warn({ err: rejection }, 'the cluster rate limit count failed; this worker decides alone');
+      return undefined;
+    }
   };
 }
 

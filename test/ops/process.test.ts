@@ -109,6 +109,41 @@ describe('one process', () => {
 });
 
 describe('workers', () => {
+  test('two workers share each client budget: over it by at most one report batch per worker', async () => {
+    // perSecond 1 + burst 40: a 41-request budget whose burst refills over 40 s, so the window outlasts the test.
+    const server = await spawnServe(join(tmp.dir, 'limits'), ['--workers', '2'], {
+      FASTIMAGECACHE_RATE_LIMIT_PER_SECOND: '1',
+      FASTIMAGECACHE_RATE_LIMIT_BURST: '40',
+      FASTIMAGECACHE_LOG_LEVEL: 'warn',
+    });
+    try {
+      const started = Date.now();
+      const statuses: number[] = [];
+      let retryAfter: string | null = null;
+      // Separate connections, so the cluster spreads them over both workers; alone, each would admit 41.
+      await Promise.all(
+        Array.from({ length: 10 }, async () => {
+          for (let i = 0; i < 10; i++) {
+            const res = await fetch(`${server.url}/not-a-route`, { headers: { Connection: 'close' } });
+            statuses.push(res.status);
+            if (res.status === 429) {
+              retryAfter = res.headers.get('retry-after');
+              assert.equal(((await res.json()) as { error: string }).error, 'rate_limited');
+            } else await res.arrayBuffer();
+          }
+        }),
+      );
+      const admitted = statuses.filter((s) => s !== 429).length;
+      // Each worker reports every 2nd request (reportEvery), so it admits at most 1 the primary has not counted yet;
+      // a batch crossing the 1-request sustained window is charged to the burst whole.
+      const refills = Math.ceil((Date.now() - started) / 1000);
+      assert.ok(admitted >= 41 - 2 && admitted <= 41 + 2 + refills, `${admitted} of 100 admitted for a budget of 41 (+${refills} refills)`);
+      assert.ok(Number(retryAfter) >= 1, `Retry-After ${String(retryAfter)}`);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test('two workers hammering one cold key: at most one origin fetch per worker, an intact entry, a dead worker replaced', async () => {
     const home = join(tmp.dir, 'workers');
     const server = await spawnServe(home, ['--workers', '2'], {

@@ -15,11 +15,11 @@ export type SharedRateDecision = { allowed: true } | { allowed: false; retryAfte
 
 export interface SharedRateLimiter {
   /**
-   * Counts one request for `clientKey` in Redis, so every node draws on the
-   * same budget. Undefined when Redis is unavailable or failing: the caller
-   * then decides with its local limiter.
+   * Counts `points` requests (default one) for `clientKey` in Redis, so every
+   * node draws on the same budget. Undefined when Redis is unavailable or
+   * failing: the caller then decides with its local limiter.
    */
-  consume(clientKey: string): Promise<SharedRateDecision | undefined>;
+  consume(clientKey: string, points?: number): Promise<SharedRateDecision | undefined>;
 }
 
 /**
@@ -48,10 +48,10 @@ export function createSharedRateLimiter(opts: SharedRateLimitOptions): SharedRat
       : sustained;
 
   return {
-    async consume(clientKey) {
+    async consume(clientKey, points = 1) {
       const r = await connection.attempt('rate limit', async () => {
         try {
-          await limiter.consume(clientKey, 1);
+          await limiter.consume(clientKey, points);
           return { allowed: true } as const;
         } catch (rejection) {
           // Over the limit is an answer, not a Redis failure; anything else is a failure.
