@@ -332,6 +332,11 @@ export function renderReport(input: ReportInput): string {
   );
 
   const notes = [...input.notes];
+  const limited = bySystem.get('fastimagecache-limited');
+  const limitedRatio = ratio(limited?.hotRps, fic?.hotRps);
+  if (limitedRatio !== undefined) {
+    notes.push(`With the rate limit counting every request (on by default; the main row turns it off), hot hits ran at ${fmtRatio(limitedRatio)} the main row`);
+  }
   for (const s of input.systems) {
     for (const n of s.notes) notes.push(`${s.label}: ${n}`);
     const f = bySystem.get(s.id);

@@ -393,6 +393,23 @@ async function main(): Promise<void> {
             skip('fastimagecache-disk', label, (err as Error).message);
           }
         }
+        // The rate limit is on by default; the main row turns it off (one client address would be refused). This row
+        // keeps it counting every request, at a rate no load here reaches, to show what counting costs a hit.
+        const limitedLabel = 'fastimagecache, rate limit counted (rateLimit.perSecond=1000000)';
+        try {
+          const limited = await startFastImageCache(ctx, {
+            id: 'fastimagecache-limited',
+            label: limitedLabel,
+            cacheDir: path.join(workDir, 'fic-limited-cache'),
+            workers,
+            signer,
+            env: { [envNameOf('rateLimit.perSecond')]: '1000000' },
+          });
+          handles.push(limited);
+          systems.push({ id: limited.id, label: limitedLabel, notes: [...limited.notes, 'hot scenario only'] });
+        } catch (err) {
+          skip('fastimagecache-limited', limitedLabel, (err as Error).message);
+        }
       } catch (err) {
         skip('fastimagecache', 'fastimagecache', (err as Error).message);
       }
@@ -454,7 +471,7 @@ async function main(): Promise<void> {
           result.hotRss = rss;
           log(`  hot: ${load.rps.toFixed(0)} req/s, p50 ${load.p50Ms.toFixed(2)} ms, p99 ${load.p99Ms.toFixed(2)} ms, ${load.mbPerSec.toFixed(0)} MB/s`);
         });
-        if (h.id === 'fastimagecache-disk') continue;
+        if (h.id === 'fastimagecache-disk' || h.id === 'fastimagecache-limited') continue;
         const missRss = sampleRss(h.service.pid);
         // Without a cache every request is a miss already: mixed would only repeat the hot figure, slowly.
         if (h.caches) {

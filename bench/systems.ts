@@ -12,7 +12,7 @@ import { freePort, HOST, processTree, runCommand, startService, waitForHttp, typ
 import { PEERS_DIR, type Peers } from './peers.ts';
 import type { Photo } from './corpus.ts';
 
-export type SystemId = 'fastimagecache' | 'fastimagecache-disk' | 'nginx' | 'varnish' | 'ipx' | 'node';
+export type SystemId = 'fastimagecache' | 'fastimagecache-disk' | 'fastimagecache-limited' | 'nginx' | 'varnish' | 'ipx' | 'node';
 
 export interface SystemHandle {
   id: SystemId;
