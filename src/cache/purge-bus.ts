@@ -12,17 +12,31 @@ export interface PurgeBusOptions {
   /** Applies a purge announced by another node to this node's local tiers (memory and disk). */
   onPurge: (message: PurgeMessage) => Promise<void>;
   /**
-   * Called whenever the subscription is (re)established: purges announced
-   * while this node was not listening are lost, so it drops what it cannot
-   * trust (its memory tier).
+   * Called when this node cannot show that it has applied every purge: on
+   * its first subscription, and on a resubscription whose gap the purge log
+   * does not cover (Redis lost it, or more than PURGE_LOG_MAX purges were
+   * made meanwhile). It drops what it cannot trust (its memory tier).
    */
   onResync: () => void | Promise<void>;
 }
 
+/** Purges the log keeps for nodes catching up after a reconnect (about; Redis trims whole blocks). */
+export const PURGE_LOG_MAX = 10_000;
+
+/**
+ * One round trip: the purge goes into the log (a Redis stream), then out on
+ * the channel with its log id, so a listener knows how far it has read.
+ */
+const ANNOUNCE_SCRIPT = `local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'purge', ARGV[2])
+redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2])
+return id`;
+
 /**
  * Carries purges between nodes over Redis pub/sub. The node that purges
  * cleans its own tiers and the shared tier itself, then announces the purge
- * here; every other node applies it to its local tiers.
+ * here; every other node applies it to its local tiers. Pub/sub keeps nothing
+ * for a node that is not listening, so every purge also goes into a log, and
+ * a node that resubscribes applies what it missed from there first.
  */
 export class PurgeBus {
   /** Identifies this node's own announcements, which it has already applied. */
@@ -32,6 +46,9 @@ export class PurgeBus {
   readonly #onPurge: PurgeBusOptions['onPurge'];
   readonly #onResync: PurgeBusOptions['onResync'];
   readonly #channel: string;
+  readonly #log: string;
+  /** Log id of the latest purge this node has seen; undefined until its first subscription. */
+  #cursor: string | undefined;
   readonly #unsubscribe: Array<() => void> = [];
   readonly #pending = new Set<Promise<void>>();
 
@@ -41,6 +58,7 @@ export class PurgeBus {
     this.#onPurge = opts.onPurge;
     this.#onResync = opts.onResync;
     this.#channel = purgeChannel(opts.connection);
+    this.#log = purgeLog(opts.connection);
     this.#unsubscribe.push(
       opts.connection.subscribe(this.#channel, (raw) => {
         this.#receive(raw);
@@ -72,6 +90,11 @@ export class PurgeBus {
       this.#logger.warn('ignoring a malformed purge message');
       return;
     }
+    if (parsed.id !== undefined && this.#cursor !== undefined) this.#cursor = laterId(this.#cursor, parsed.id);
+    this.#apply(parsed);
+  }
+
+  #apply(parsed: { from: string; message: PurgeMessage }): void {
     if (parsed.from === this.nodeId) return;
     this.#track(
       this.#onPurge(parsed.message).catch((err: unknown) => {
@@ -81,11 +104,43 @@ export class PurgeBus {
   }
 
   async #resync(): Promise<void> {
+    if (await this.#catchUp()) return;
     try {
       await this.#onResync();
     } catch (err) {
       this.#logger.warn({ err }, 'could not drop the memory tier after reconnecting to redis');
     }
+  }
+
+  /**
+   * Applies the purges logged since this node's cursor; true when that
+   * covers everything it may have missed. Applying one it had already
+   * received costs at most a refetch: purges are idempotent.
+   */
+  async #catchUp(): Promise<boolean> {
+    const first = this.#cursor === undefined;
+    const cursor = this.#cursor ?? '0-0';
+    const read = await this.#redis.attempt('purge log', async (c) => {
+      const latest = (await c.xrevrange(this.#log, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+      // The cursor's own entry gone: the log no longer reaches back that far (trimmed, or Redis lost it).
+      if (first || (cursor !== '0-0' && (await c.xrange(this.#log, cursor, cursor)).length === 0)) return { latest, entries: undefined };
+      return { latest, entries: await c.xrange(this.#log, `(${cursor}`, '+') };
+    });
+    if (!read.ok) {
+      if (!first) this.#logger.warn('could not read the purge log after reconnecting to redis; purges made meanwhile may have been missed');
+      return false;
+    }
+    this.#cursor = this.#cursor === undefined ? read.value.latest : laterId(this.#cursor, read.value.latest);
+    if (read.value.entries === undefined) {
+      if (!first) this.#logger.warn('the purge log does not reach back to this node\'s last purge; purges made meanwhile may have been missed');
+      return false;
+    }
+    for (const [, fields] of read.value.entries) {
+      const parsed = parsePurge(fields[1] ?? '');
+      if (parsed === undefined) this.#logger.warn('ignoring a malformed purge log entry');
+      else this.#apply(parsed);
+    }
+    return true;
   }
 
   #track(work: Promise<void>): void {
@@ -98,16 +153,39 @@ function purgeChannel(connection: RedisConnection): string {
   return connection.key('purge');
 }
 
+function purgeLog(connection: RedisConnection): string {
+  return connection.key('purge-log');
+}
+
+/** The later of two stream ids (`ms-seq`). */
+function laterId(a: string, b: string): string {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return bm > am || (bm === am && bs > as) ? b : a;
+}
+
 /**
  * Tells every node listening on `connection`'s Redis to apply `message` to its
  * local tiers (for senders that are not nodes, like the CLI); false when Redis
  * is unavailable.
  */
-export function announcePurge(connection: RedisConnection, message: PurgeMessage, from = `cli-${randomBytes(4).toString('hex')}`): Promise<boolean> {
-  return connection.publish(purgeChannel(connection), JSON.stringify({ from, ...message }));
+export async function announcePurge(connection: RedisConnection, message: PurgeMessage, from = `cli-${randomBytes(4).toString('hex')}`): Promise<boolean> {
+  const payload = JSON.stringify({ from, ...message });
+  const sent = await connection.attempt('purge', (c) =>
+    c.eval(ANNOUNCE_SCRIPT, 2, purgeLog(connection), purgeChannel(connection), String(PURGE_LOG_MAX), payload),
+  );
+  return sent.ok;
 }
 
-function parsePurge(raw: string): { from: string; message: PurgeMessage } | undefined {
+/** A channel message is `<log id> <json>`; a bare JSON object (a node of an older version) has no id. */
+function parsePurge(raw: string): { from: string; message: PurgeMessage; id?: string } | undefined {
+  const space = raw.indexOf(' ');
+  const id = space > 0 && /^\d+-\d+$/.test(raw.slice(0, space)) ? raw.slice(0, space) : undefined;
+  const parsed = parsePurgeJson(id === undefined ? raw : raw.slice(space + 1));
+  return parsed && id !== undefined ? { ...parsed, id } : parsed;
+}
+
+function parsePurgeJson(raw: string): { from: string; message: PurgeMessage } | undefined {
   const value = parseJsonRecord(raw);
   if (!value) return undefined;
   const { from, kind, sourceKey } = value;

@@ -328,29 +328,54 @@ describe('redis parts', { skip: REDIS_SKIP }, () => {
   });
 
   describe('purge bus and Redis restarts', () => {
+    /** Two nodes' purge buses on `url`, recording what each applies and how often each resyncs. */
+    const purgeNodes = async (url: string, logOfB: Logger = quiet) => {
+      const received: Array<{ node: string; message: PurgeMessage }> = [];
+      const resyncs = { a: 0, b: 0 };
+      const make = async (name: 'a' | 'b', log: Logger) => {
+        // As the composition root does: the bus subscribes before the connection is up.
+        const c = connect(url, { logger: log });
+        const bus = new PurgeBus({
+          connection: c,
+          logger: log,
+          onPurge: (message) => {
+            received.push({ node: name, message });
+            return Promise.resolve();
+          },
+          onResync: () => void (resyncs[name] += 1),
+        });
+        await up(c);
+        return { c, bus };
+      };
+      return { a: await make('a', quiet), b: await make('b', logOfB), received, resyncs };
+    };
+
+    test('a node that was not listening when a purge was announced applies it from the purge log when it resubscribes', async () => {
+      const own = await startRedis();
+      try {
+        const { a, b, received, resyncs } = await purgeNodes(own.url);
+        await eventually(() => resyncs.a === 1 && resyncs.b === 1); // subscribed
+        assert.equal(await a.bus.publish({ kind: 'source', sourceKey: 'cd'.repeat(32) }), true);
+        await eventually(() => received.length === 1);
+
+        // Every subscriber is cut off; they reconnect after 100 ms or more, so the next purge finds nobody listening.
+        const resubscribed = b.c.health().resubscriptions;
+        await a.c.client.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+        assert.equal(await a.bus.publish({ kind: 'source', sourceKey: 'ef'.repeat(32) }), true);
+        await eventually(() => b.c.health().resubscriptions > resubscribed && received.length === 2);
+        assert.deepEqual(received[1], { node: 'b', message: { kind: 'source', sourceKey: 'ef'.repeat(32) } });
+        assert.equal(resyncs.b, 1, 'caught up from the log: nothing to distrust, the memory tier is kept');
+        assert.equal(received.filter((r) => r.node === 'a').length, 0, 'the sender never applies its own purge');
+      } finally {
+        await own.stop();
+      }
+    });
+
     test('a purge reaches the other nodes, not the sender; a Redis restart is survived and makes nodes resync', async () => {
       const own = await startRedis();
       try {
         const { logger, lines } = capturingLogger();
-        const received: Array<{ node: string; message: PurgeMessage }> = [];
-        const resyncs = { a: 0, b: 0 };
-        const make = async (name: 'a' | 'b', log: Logger) => {
-          // As the composition root does: the bus subscribes before the connection is up.
-          const c = connect(own.url, { logger: log });
-          const bus = new PurgeBus({
-            connection: c,
-            logger: log,
-            onPurge: (message) => {
-              received.push({ node: name, message });
-              return Promise.resolve();
-            },
-            onResync: () => void (resyncs[name] += 1),
-          });
-          await up(c);
-          return { c, bus };
-        };
-        const a = await make('a', quiet);
-        const b = await make('b', logger);
+        const { a, b, received, resyncs } = await purgeNodes(own.url, logger);
         await eventually(() => resyncs.a === 1 && resyncs.b === 1); // subscribed
 
         assert.equal(await a.bus.publish({ kind: 'source', sourceKey: 'ab'.repeat(32) }), true);
