@@ -54,10 +54,6 @@ function limiterFor(settings: RateLimitSettings, prefix: string, make: LimiterFa
   return new BurstyRateLimiter(sustained, make(`${prefix}-burst`, settings.burst, Math.max(1, Math.ceil(settings.burst / settings.perSecond))));
 }
 
-function retryAfter(rejection: RateLimiterRes): RateLimitDecision {
-  return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)) };
-}
-
 /**
  * Per-client limits with rate-limiter-flexible. This process counts every
  * request itself; with a shared count (the cluster primary for `--workers`,
@@ -74,36 +70,38 @@ export function createClientRateLimiter(
   if (settings.perSecond <= 0) return undefined;
   const prefix = `fic-${options.name ?? 'clients'}-${settings.perSecond}-${settings.burst}`;
   const local = limiterFor(settings, prefix, (keyPrefix, points, duration) => new RateLimiterMemory({ keyPrefix, points, duration }));
-  const own: ClientRateLimiter = {
-    async consume(clientKey) {
-      try {
-        await local.consume(clientKey, 1);
-        return { allowed: true };
-      } catch (rejection) {
-        if (rejection instanceof RateLimiterRes) return retryAfter(rejection);
-        // Failing open: a limiter fault must not take the whole service down with it.
-        logger.warn({ err: rejection }, 'rate limiter failed; letting the request through');
-        return { allowed: true };
-      }
-    },
-  };
+  const counted = countOf(local, (err) => {
+    // Failing open: a limiter fault must not take the whole service down with it.
+    logger.warn({ err }, 'rate limiter failed; letting the request through');
+  });
+  const own: ClientRateLimiter = { consume: async (clientKey) => (await counted(clientKey, 1)) ?? { allowed: true } };
 
-  const primary = options.store === 'cluster' ? clusterCount(limiterFor(settings, prefix, clusterLimiter), logger) : undefined;
+  // Undefined when the primary does not answer in time (the limiter's IPC timeout): the worker decides alone.
+  const primary =
+    options.store === 'cluster'
+      ? countOf(limiterFor(settings, prefix, clusterLimiter), (err) => {
+          logger.warn({ err }, 'the cluster rate limit count failed; this worker decides alone');
+        })
+      : undefined;
   const { shared } = options;
   const count: SharedCount | undefined =
     shared && primary ? async (clientKey, points) => (await shared(clientKey, points)) ?? primary(clientKey, points) : (shared ?? primary);
   return count === undefined ? own : new LocalFirstRateLimiter(own, count, reportEvery(settings));
 }
 
-/** The cluster primary's count, over IPC; undefined (and a warning) when it does not answer in time. */
-function clusterCount(limiter: RateLimiterAbstract | BurstyRateLimiter, logger: Logger): SharedCount {
+/**
+ * A rate-limiter-flexible limiter as a count that takes `points` requests at
+ * once: allowed, over the limit (with Retry-After), or undefined when the
+ * limiter itself failed (after `onFault`).
+ */
+export function countOf(limiter: RateLimiterAbstract | BurstyRateLimiter, onFault: (err: unknown) => void): SharedCount {
   return async (clientKey, points) => {
     try {
       await limiter.consume(clientKey, points);
       return { allowed: true };
     } catch (rejection) {
-      if (rejection instanceof RateLimiterRes) return retryAfter(rejection);
-      logger.warn({ err: rejection }, 'the cluster rate limit count failed; this worker decides alone');
+      if (rejection instanceof RateLimiterRes) return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)) };
+      onFault(rejection);
       return undefined;
     }
   };

@@ -1,26 +1,22 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { silentLogger } from '../../src/log.ts';
 import { LocalFirstRateLimiter, reportEvery, type SharedCount } from '../../src/server/local-first-rate-limit.ts';
-import { createClientRateLimiter, type RateLimitDecision, type RateLimitSettings } from '../../src/server/rate-limit.ts';
+import { countOf, createClientRateLimiter, type RateLimitDecision, type RateLimitSettings } from '../../src/server/rate-limit.ts';
 
 let prefixes = 0;
 
 /** A count kept in one place for several "processes": rate-limiter-flexible's memory limiter, as the cluster primary keeps it. */
 function sharedCount(perSecond: number): { count: SharedCount; batches: number[] } {
-  const limiter = new RateLimiterMemory({ keyPrefix: `shared-${++prefixes}`, points: perSecond, duration: 1 });
+  const counted = countOf(new RateLimiterMemory({ keyPrefix: `shared-${++prefixes}`, points: perSecond, duration: 1 }), (err) => {
+    throw err;
+  });
   const batches: number[] = [];
-  const count: SharedCount = async (clientKey, points) => {
+  const count: SharedCount = (clientKey, points) => {
     batches.push(points);
-    try {
-      await limiter.consume(clientKey, points);
-      return { allowed: true };
-    } catch (rejection) {
-      assert.ok(rejection instanceof RateLimiterRes);
-      return { allowed: false, retryAfterSeconds: Math.ceil(rejection.msBeforeNext / 1000) };
-    }
+    return counted(clientKey, points);
   };
   return { count, batches };
 }
