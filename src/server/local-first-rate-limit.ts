@@ -23,9 +23,13 @@ const REPORT_AFTER_MS = 1_000;
  * shared count says the client is over, this process refuses it until the
  * Retry-After that answer gave, without asking again.
  *
+ * At most one report per client is in flight in a process: a request that
+ * needs a decision while one is waits for its answer, so concurrent requests
+ * cannot run ahead of a refusal on its way back.
+ *
  * Bound: a process admits at most every − 1 requests per client that the
  * shared count does not know of yet, so P processes admit at most
- * P × (every − 1) above the limit in a window. A batch that crosses the
+ * P × (every − 1) above the limit in a window, however many arrive at once. A batch that crosses the
  * sustained budget is charged whole to the burst allowance, so near the limit
  * the count errs towards refusing.
  */
@@ -38,6 +42,8 @@ export class LocalFirstRateLimiter implements ClientRateLimiter {
   #unreported = new Map<string, number>();
   /** Clients the shared count refused, until when (ms). */
   #refusedUntil = new Map<string, number>();
+  /** The report in flight, per client. */
+  #reporting = new Map<string, Promise<unknown>>();
   #reportedAt: number;
 
   constructor(local: ClientRateLimiter, shared: SharedCount, every: number, now: () => number = Date.now) {
@@ -52,14 +58,18 @@ export class LocalFirstRateLimiter implements ClientRateLimiter {
     const now = this.#now();
     if (now - this.#reportedAt >= REPORT_AFTER_MS) this.#reportAll(now);
 
-    const until = this.#refusedUntil.get(clientKey);
-    if (until !== undefined) {
-      if (until > now) return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((until - now) / 1000)) };
-      this.#refusedUntil.delete(clientKey);
-    }
+    const refused = this.#refusal(clientKey);
+    if (refused) return refused;
 
     const local = await this.#local.consume(clientKey);
     if (!local.allowed) return local;
+
+    // Decide only with no report in flight; from here to #report's call nothing awaits, so the count below stays exact.
+    for (let pending = this.#reporting.get(clientKey); pending; pending = this.#reporting.get(clientKey)) {
+      await pending;
+      const refusedMeanwhile = this.#refusal(clientKey);
+      if (refusedMeanwhile) return refusedMeanwhile;
+    }
 
     const admitted = (this.#unreported.get(clientKey) ?? 0) + 1;
     if (admitted < this.#every) {
@@ -70,11 +80,26 @@ export class LocalFirstRateLimiter implements ClientRateLimiter {
     return this.#report(clientKey, admitted);
   }
 
-  async #report(clientKey: string, points: number): Promise<RateLimitDecision> {
-    const answer = await this.#shared(clientKey, points);
-    if (answer === undefined || answer.allowed) return { allowed: true };
-    this.#refusedUntil.set(clientKey, this.#now() + answer.retryAfterSeconds * 1000);
-    return answer;
+  /** The refusal the shared count gave this client, while it lasts. */
+  #refusal(clientKey: string): RateLimitDecision | undefined {
+    const until = this.#refusedUntil.get(clientKey);
+    if (until === undefined) return undefined;
+    const now = this.#now();
+    if (until > now) return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((until - now) / 1000)) };
+    this.#refusedUntil.delete(clientKey);
+    return undefined;
+  }
+
+  /** Reports `points` admitted requests; the caller has checked that no report for the client is in flight. */
+  #report(clientKey: string, points: number): Promise<RateLimitDecision> {
+    const answered = this.#shared(clientKey, points).then((answer): RateLimitDecision => {
+      if (answer === undefined || answer.allowed) return { allowed: true };
+      this.#refusedUntil.set(clientKey, this.#now() + answer.retryAfterSeconds * 1000);
+      return answer;
+    });
+    const settled = answered.finally(() => this.#reporting.delete(clientKey));
+    this.#reporting.set(clientKey, settled);
+    return settled;
   }
 
   /** Reports what every client has left unreported (their answers still refuse later requests), and forgets expired refusals. */
@@ -82,7 +107,11 @@ export class LocalFirstRateLimiter implements ClientRateLimiter {
     this.#reportedAt = now;
     const batches = this.#unreported;
     this.#unreported = new Map();
-    for (const [clientKey, points] of batches) void this.#report(clientKey, points);
+    for (const [clientKey, points] of batches) {
+      // A client with a report in flight keeps its batch for the next one.
+      if (this.#reporting.has(clientKey)) this.#unreported.set(clientKey, points);
+      else void this.#report(clientKey, points);
+    }
     for (const [clientKey, until] of this.#refusedUntil) if (until <= now) this.#refusedUntil.delete(clientKey);
   }
 }

@@ -56,6 +56,24 @@ describe('LocalFirstRateLimiter', () => {
     assert.deepEqual(await a.consume('192.0.2.2'), { allowed: true }, 'another client has its own budget');
   });
 
+  test('requests arriving at once do not run ahead of a slow shared count: the same bound holds', async () => {
+    const settings = { perSecond: 200, burst: 0 };
+    const { count: prompt, batches } = sharedCount(settings.perSecond);
+    // The count answers 5 ms later, as a busy primary or Redis would.
+    const slow: SharedCount = async (clientKey, points) => {
+      await sleep(5);
+      return prompt(clientKey, points);
+    };
+    const a = processLimiter(settings, slow);
+    const b = processLimiter(settings, slow);
+    const decisions = await Promise.all(Array.from({ length: 300 }, (_, i) => (i % 2 === 0 ? a : b).consume('192.0.2.1')));
+
+    const allowed = allowedOf(decisions);
+    // Each process alone would admit 200 of its 150, all of them, before a refusal came back.
+    assert.ok(allowed >= 200 && allowed <= 200 + 2 * 9, `${allowed} of 300 concurrent requests admitted for a budget of 200`);
+    assert.ok(batches.every((points) => points === 10), `batches of k: ${batches.join(',')}`);
+  });
+
   test('once the shared count refuses a client, the process refuses it without asking again until Retry-After', async () => {
     const settings = { perSecond: 20, burst: 0 }; // k = 1: every request is reported
     const { count, batches } = sharedCount(settings.perSecond);
