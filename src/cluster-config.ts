@@ -1,12 +1,13 @@
 import { sourceKey } from './cache/cache-key.ts';
 import { ClusterCache } from './cache/cluster-cache.ts';
 import { normalizeSourceUrl } from './cache/normalize-url.ts';
-import { announcePurge } from './cache/purge-bus.ts';
+import { announcePurge, purgeLogKey } from './cache/purge-bus.ts';
 import type { Config } from './config/index.ts';
 import { resolveRedisUrl } from './config/redis-url.ts';
 import { resolveStorageKeys } from './config/storage-keys.ts';
 import type { Logger } from './log.ts';
 import { EntryCipher } from './storage/entry-cipher.ts';
+import { PurgeCursorFile } from './storage/purge-cursor-file.ts';
 import { RedisConnection } from './storage/redis/connection.ts';
 import { RedisSharedTier } from './storage/redis/shared-tier.ts';
 
@@ -22,9 +23,9 @@ export interface ClusterParts {
 /**
  * Opens the Redis link when `redis.url` (or `redis.urlFile`) is set, else
  * undefined. Never waits for Redis: the node starts and serves while the link
- * connects in the background.
+ * connects in the background. `cacheDir` (opened) keeps the node's purge cursor.
  */
-export function openCluster(config: Config, logger: Logger): ClusterParts | undefined {
+export function openCluster(config: Config, logger: Logger, cacheDir: string): ClusterParts | undefined {
   const url = resolveRedisUrl(config);
   if (url === undefined) return undefined;
   const connection = new RedisConnection({
@@ -44,6 +45,7 @@ export function openCluster(config: Config, logger: Logger): ClusterParts | unde
     maxWaitMs: config.totalTimeoutMs + config.redis.lockTtlMs,
     logger,
     ...(storageKeys.length === 0 ? {} : { cipher: new EntryCipher(storageKeys) }),
+    purgeCursor: new PurgeCursorFile(cacheDir, purgeLogKey(connection)),
   });
   return {
     connection,

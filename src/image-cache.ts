@@ -140,7 +140,7 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
   const directory = await openCacheDirectory(config, logger);
   // Several nodes, one cache: on when redis.url is set; connects in the background, never blocks a request.
   const clusterParts = redisConfigured(config) ? await import('./cluster-config.ts') : undefined;
-  const cluster = clusterParts?.openCluster(config, logger);
+  const cluster = clusterParts?.openCluster(config, logger, directory.storage.dir);
   const downloader: Downloader = withResilience(createDownloader(policy, logger), resilienceSettingsFrom(config), {
     observer: options.originObserver,
     logger,

@@ -6,7 +6,7 @@ import type { StoredEntry } from '../storage/types.ts';
 import { ClusterSingleFlight } from './cluster-single-flight.ts';
 import { DistributedLock } from './distributed-lock.ts';
 import { PendingPurges } from './pending-purges.ts';
-import { PurgeBus, type PurgeMessage } from './purge-bus.ts';
+import { PurgeBus, type PurgeCursorStore, type PurgeMessage } from './purge-bus.ts';
 
 export interface ClusterCacheOptions {
   connection: RedisConnection;
@@ -22,6 +22,8 @@ export interface ClusterCacheOptions {
   pollIntervalMs?: number;
   /** The disk tier's at-rest cipher, if any: shared entries are sealed with it too. */
   cipher?: EntryCipher;
+  /** Where this node keeps how far it has applied the purge log, so a restart applies what it missed meanwhile. */
+  purgeCursor?: PurgeCursorStore;
   logger: Logger;
 }
 
@@ -75,6 +77,7 @@ export class ClusterCache {
       logger: opts.logger,
       onPurge: async (message) => this.#handlers?.purgeLocal(message),
       onResync: () => this.#handlers?.dropMemoryTier(),
+      ...(opts.purgeCursor ? { cursorStore: opts.purgeCursor } : {}),
     });
     this.#owedPurges = new PendingPurges({
       carry: (message) => this.#carry(message),

@@ -6,6 +6,12 @@ import { parseJsonRecord } from './pubsub-message.ts';
 /** What a purge removes: every cached variant of one source (by its cache key: no URL travels through Redis), or everything. */
 export type PurgeMessage = { kind: 'source'; sourceKey: string } | { kind: 'all' };
 
+/** Where a node keeps how far it has applied the purge log, across restarts (its cache directory). */
+export interface PurgeCursorStore {
+  read(): Promise<string | undefined>;
+  write(id: string): Promise<void>;
+}
+
 export interface PurgeBusOptions {
   connection: RedisConnection;
   logger: Logger;
@@ -18,6 +24,12 @@ export interface PurgeBusOptions {
    * made meanwhile). It drops what it cannot trust (its memory tier).
    */
   onResync: () => void | Promise<void>;
+  /**
+   * Keeps the cursor across restarts: a node started with one applies the
+   * purges logged since, as after a reconnect. Without one (or on the first
+   * start over a directory), a node starts from the end of the log.
+   */
+  cursorStore?: PurgeCursorStore;
 }
 
 /** Purges the log keeps for nodes catching up after a reconnect (about; Redis trims whole blocks). */
@@ -51,6 +63,13 @@ export class PurgeBus {
   #cursor: string | undefined;
   readonly #unsubscribe: Array<() => void> = [];
   readonly #pending = new Set<Promise<void>>();
+  readonly #store: PurgeCursorStore | undefined;
+  /** The cursor of an earlier run, read once at start. */
+  readonly #stored: Promise<string | undefined>;
+  /** The cursor last written to the store, the write under way, and whether a newer one waits for it. */
+  #persisted: string | undefined;
+  #persisting: Promise<void> | undefined;
+  #persistAgain = false;
 
   constructor(opts: PurgeBusOptions) {
     this.#redis = opts.connection;
@@ -58,7 +77,12 @@ export class PurgeBus {
     this.#onPurge = opts.onPurge;
     this.#onResync = opts.onResync;
     this.#channel = purgeChannel(opts.connection);
-    this.#log = purgeLog(opts.connection);
+    this.#log = purgeLogKey(opts.connection);
+    this.#store = opts.cursorStore;
+    this.#stored = (opts.cursorStore?.read() ?? Promise.resolve(undefined)).catch((err: unknown) => {
+      this.#logger.warn({ err }, 'could not read the purge cursor of the cache directory; starting from the end of the purge log');
+      return undefined;
+    });
     this.#unsubscribe.push(
       opts.connection.subscribe(this.#channel, (raw) => {
         this.#receive(raw);
@@ -82,6 +106,8 @@ export class PurgeBus {
   async close(): Promise<void> {
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     await this.idle();
+    this.#persist();
+    while (this.#persisting) await this.#persisting;
   }
 
   #receive(raw: string): void {
@@ -104,7 +130,13 @@ export class PurgeBus {
   }
 
   async #resync(): Promise<void> {
-    if (await this.#catchUp()) return;
+    if (this.#cursor === undefined) {
+      const stored = await this.#stored;
+      if (stored !== undefined) this.#restore(stored);
+    }
+    const caughtUp = await this.#catchUp();
+    if (this.#pending.size === 0) this.#persist();
+    if (caughtUp) return;
     try {
       await this.#onResync();
     } catch (err) {
@@ -112,40 +144,80 @@ export class PurgeBus {
     }
   }
 
+  /** Starts from an earlier run's cursor, unless a subscription of this run got a cursor first (it is the newer). */
+  #restore(stored: string): void {
+    if (this.#cursor !== undefined) return;
+    this.#cursor = stored;
+    this.#persisted = stored;
+  }
+
   /**
    * Applies the purges logged since this node's cursor; true when that
-   * covers everything it may have missed. Applying one it had already
-   * received costs at most a refetch: purges are idempotent.
+   * covers everything it may have missed. When the log no longer reaches back
+   * to the cursor, what it still holds is applied all the same (missed, or
+   * applied before: purges are idempotent, a repeat costs at most a refetch).
+   * A node with no cursor starts from the end of the log.
    */
   async #catchUp(): Promise<boolean> {
     const first = this.#cursor === undefined;
     const cursor = this.#cursor ?? '0-0';
     const read = await this.#redis.attempt('purge log', async (c) => {
       const latest = (await c.xrevrange(this.#log, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+      if (first) return { latest, entries: [], complete: false };
       // The cursor's own entry gone: the log no longer reaches back that far (trimmed, or Redis lost it).
-      if (first || (cursor !== '0-0' && (await c.xrange(this.#log, cursor, cursor)).length === 0)) return { latest, entries: undefined };
-      return { latest, entries: await c.xrange(this.#log, `(${cursor}`, '+') };
+      const complete = cursor === '0-0' || (await c.xrange(this.#log, cursor, cursor)).length > 0;
+      return { latest, entries: await c.xrange(this.#log, complete ? `(${cursor}` : '-', '+'), complete };
     });
     if (!read.ok) {
       if (!first) this.#logger.warn('could not read the purge log after reconnecting to redis; purges made meanwhile may have been missed');
       return false;
     }
     this.#cursor = this.#cursor === undefined ? read.value.latest : laterId(this.#cursor, read.value.latest);
-    if (read.value.entries === undefined) {
-      if (!first) this.#logger.warn('the purge log does not reach back to this node\'s last purge; purges made meanwhile may have been missed');
-      return false;
-    }
     for (const [, fields] of read.value.entries) {
       const parsed = parsePurge(fields[1] ?? '');
       if (parsed === undefined) this.#logger.warn('ignoring a malformed purge log entry');
       else this.#apply(parsed);
     }
-    return true;
+    if (!read.value.complete && !first) {
+      this.#logger.warn("the purge log does not reach back to this node's last purge; purges made meanwhile may have been missed");
+    }
+    return read.value.complete;
   }
 
   #track(work: Promise<void>): void {
     this.#pending.add(work);
-    void work.finally(() => this.#pending.delete(work));
+    void work.finally(() => {
+      this.#pending.delete(work);
+      // Nothing received is still being applied, so everything up to the cursor is done: safe to keep.
+      if (this.#pending.size === 0) this.#persist();
+    });
+  }
+
+  /** Writes the cursor to the store, one write at a time; call only when every purge up to it has been applied. */
+  #persist(): void {
+    if (this.#store === undefined || this.#cursor === undefined || this.#cursor === this.#persisted) return;
+    if (this.#persisting) {
+      this.#persistAgain = true;
+      return;
+    }
+    const id = this.#cursor;
+    this.#persisting = this.#store
+      .write(id)
+      .then(
+        () => {
+          this.#persisted = id;
+        },
+        (err: unknown) => {
+          this.#logger.warn({ err }, 'could not write the purge cursor to the cache directory');
+        },
+      )
+      .finally(() => {
+        this.#persisting = undefined;
+        if (this.#persistAgain) {
+          this.#persistAgain = false;
+          this.#persist();
+        }
+      });
   }
 }
 
@@ -153,7 +225,8 @@ function purgeChannel(connection: RedisConnection): string {
   return connection.key('purge');
 }
 
-function purgeLog(connection: RedisConnection): string {
+/** The Redis key of the purge log, which a persisted cursor names. */
+export function purgeLogKey(connection: RedisConnection): string {
   return connection.key('purge-log');
 }
 
@@ -172,7 +245,7 @@ function laterId(a: string, b: string): string {
 export async function announcePurge(connection: RedisConnection, message: PurgeMessage, from = `cli-${randomBytes(4).toString('hex')}`): Promise<boolean> {
   const payload = JSON.stringify({ from, ...message });
   const sent = await connection.attempt('purge', (c) =>
-    c.eval(ANNOUNCE_SCRIPT, 2, purgeLog(connection), purgeChannel(connection), String(PURGE_LOG_MAX), payload),
+    c.eval(ANNOUNCE_SCRIPT, 2, purgeLogKey(connection), purgeChannel(connection), String(PURGE_LOG_MAX), payload),
   );
   return sent.ok;
 }

@@ -2,12 +2,14 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { makeImage } from '../helpers/images.ts';
 import { startOrigin, type Origin } from '../helpers/origin.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 import { REDIS_SKIP, startRedis, type RedisServer } from '../helpers/redis.ts';
+import { makeTempDir } from '../helpers/tmp.ts';
 import { startService, type TestService } from '../ops/service-helper.ts';
 import { purgeAcrossCluster } from '../../src/cluster-config.ts';
 import { createLogger } from '../../src/log.ts';
@@ -150,6 +152,33 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
     // Pub/sub is asynchronous: each node serves the new bytes as soon as the purge has reached it.
     for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the purged image is gone');
     assert.equal(origin.hits('/purged.png'), 2);
+  });
+
+  test('a node restarted over its cache directory applies the purges made while it was down', async () => {
+    const home = makeTempDir();
+    try {
+      const settings = nodeSettings(redis.url, { cacheDir: join(home.dir, 'cache') });
+      origin.serve('/purged-while-down.png', png, { contentType: 'image/png' });
+      const source = `${origin.url}/purged-while-down.png`;
+      const before = await startProxy(settings);
+      await eventually(() => before.imageCache.redisHealth()?.state === 'up', 'the node connected');
+      assert.equal((await get(before, source)).cache, 'MISS');
+      await before.close();
+
+      const replacement = await makeImage('png', 28, 28);
+      origin.serve('/purged-while-down.png', replacement, { contentType: 'image/png' });
+      await b.imageCache.purge(source);
+      const restarted = await startProxy(settings);
+      try {
+        // Its disk still holds the old image: only the purge log can tell it that the image is gone.
+        await eventually(async () => (await get(restarted, source)).sha === sha(replacement), 'the purge made while it was down is applied');
+        assert.equal(origin.hits('/purged-while-down.png'), 2);
+      } finally {
+        await restarted.close();
+      }
+    } finally {
+      home.cleanup();
+    }
   });
 
   test('`fastimagecache purge` (no server) reaches every node through Redis too', async () => {

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { ClusterSingleFlight } from '../../src/cache/cluster-single-flight.ts';
 import { DistributedLock } from '../../src/cache/distributed-lock.ts';
-import { PurgeBus, type PurgeMessage } from '../../src/cache/purge-bus.ts';
+import { PurgeBus, purgeLogKey, type PurgeCursorStore, type PurgeMessage } from '../../src/cache/purge-bus.ts';
 import { FastImageCacheError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
 import { EntryCipher } from '../../src/storage/entry-cipher.ts';
@@ -366,6 +366,74 @@ describe('redis parts', { skip: REDIS_SKIP }, () => {
         assert.deepEqual(received[1], { node: 'b', message: { kind: 'source', sourceKey: 'ef'.repeat(32) } });
         assert.equal(resyncs.b, 1, 'caught up from the log: nothing to distrust, the memory tier is kept');
         assert.equal(received.filter((r) => r.node === 'a').length, 0, 'the sender never applies its own purge');
+      } finally {
+        await own.stop();
+      }
+    });
+
+    test('a node restarted with its cursor applies the purges made while it was down; one whose cursor the log lost resyncs', async () => {
+      const own = await startRedis();
+      try {
+        // What the cache directory keeps between runs (PurgeCursorFile, tested with the storage).
+        let kept: string | undefined;
+        const store: PurgeCursorStore = {
+          read: () => Promise.resolve(kept),
+          write: (id) => Promise.resolve(void (kept = id)),
+        };
+        const sender = await up(connect(own.url));
+        const senderBus = new PurgeBus({ connection: sender, logger: quiet, onPurge: () => Promise.resolve(), onResync: () => {} });
+        const run = async (logger: Logger = quiet) => {
+          const c = connect(own.url, { logger });
+          const applied: string[] = [];
+          const node = { c, applied, resyncs: 0, bus: undefined as PurgeBus | undefined };
+          node.bus = new PurgeBus({
+            connection: c,
+            logger,
+            onPurge: (message) => Promise.resolve(void applied.push(message.kind === 'source' ? message.sourceKey : 'all')),
+            onResync: () => {
+              node.resyncs += 1;
+            },
+            cursorStore: store,
+          });
+          await up(c);
+          return node;
+        };
+        const stop = async (node: { c: RedisConnection; bus: PurgeBus | undefined }) => {
+          await node.bus?.close();
+          await node.c.close();
+        };
+        const purge = async (key: string) => {
+          assert.equal(await senderBus.publish({ kind: 'source', sourceKey: key.repeat(32) }), true);
+        };
+
+        const first = await run();
+        await eventually(() => first.resyncs === 1 && kept !== undefined); // subscribed, at the end of an empty log
+        await purge('a1');
+        await eventually(() => first.applied.length === 1);
+        await stop(first);
+        const afterFirst = kept;
+        assert.ok(afterFirst !== undefined && afterFirst !== '0-0', `the cursor moved past the applied purge: ${String(afterFirst)}`);
+
+        // Down: nobody with this cache directory is listening.
+        await purge('b2');
+        await purge('c3');
+        const second = await run();
+        await eventually(() => second.applied.length === 2);
+        assert.deepEqual(second.applied, ['b2'.repeat(32), 'c3'.repeat(32)], 'the missed purges, not the one applied before the restart');
+        assert.equal(second.resyncs, 0, 'everything missed was in the log: the memory tier is trusted');
+        await stop(second);
+
+        // Down again, and the log trimmed past its cursor (more purges than it keeps, or Redis lost it).
+        await purge('d4');
+        await sender.client.call('XTRIM', purgeLogKey(sender), 'MAXLEN', '0');
+        await purge('e5');
+        const { logger, lines } = capturingLogger();
+        const third = await run(logger);
+        await eventually(() => third.resyncs === 1 && third.applied.length === 1);
+        assert.deepEqual(third.applied, ['e5'.repeat(32)], 'what the log still holds is applied; d4 is lost');
+        assert.ok(lines.some((l) => typeof l.msg === 'string' && l.msg.includes('does not reach back')), 'the gap is logged');
+        await stop(third);
+        await senderBus.close();
       } finally {
         await own.stop();
       }
