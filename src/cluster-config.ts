@@ -7,6 +7,7 @@ import { resolveRedisUrl } from './config/redis-url.ts';
 import { resolveStorageKeys } from './config/storage-keys.ts';
 import type { Logger } from './log.ts';
 import { EntryCipher } from './storage/entry-cipher.ts';
+import { OwedPurgesFile } from './storage/owed-purges-file.ts';
 import { PurgeCursorFile } from './storage/purge-cursor-file.ts';
 import { RedisConnection } from './storage/redis/connection.ts';
 import { RedisSharedTier } from './storage/redis/shared-tier.ts';
@@ -23,7 +24,8 @@ export interface ClusterParts {
 /**
  * Opens the Redis link when `redis.url` (or `redis.urlFile`) is set, else
  * undefined. Never waits for Redis: the node starts and serves while the link
- * connects in the background. `cacheDir` (opened) keeps the node's purge cursor.
+ * connects in the background. `cacheDir` (opened) keeps the node's purge cursor
+ * and the purges it owes the other nodes.
  */
 export function openCluster(config: Config, logger: Logger, cacheDir: string): ClusterParts | undefined {
   const url = resolveRedisUrl(config);
@@ -46,6 +48,7 @@ export function openCluster(config: Config, logger: Logger, cacheDir: string): C
     logger,
     ...(storageKeys.length === 0 ? {} : { cipher: new EntryCipher(storageKeys) }),
     purgeCursor: new PurgeCursorFile(cacheDir, purgeLogKey(connection)),
+    owedPurges: new OwedPurgesFile(cacheDir),
   });
   return {
     connection,

@@ -5,7 +5,7 @@ import { RedisSharedTier } from '../storage/redis/shared-tier.ts';
 import type { StoredEntry } from '../storage/types.ts';
 import { ClusterSingleFlight } from './cluster-single-flight.ts';
 import { DistributedLock } from './distributed-lock.ts';
-import { PendingPurges } from './pending-purges.ts';
+import { PendingPurges, type OwedPurgesStore } from './pending-purges.ts';
 import { PurgeBus, type PurgeCursorStore, type PurgeMessage } from './purge-bus.ts';
 
 export interface ClusterCacheOptions {
@@ -24,6 +24,8 @@ export interface ClusterCacheOptions {
   cipher?: EntryCipher;
   /** Where this node keeps how far it has applied the purge log, so a restart applies what it missed meanwhile. */
   purgeCursor?: PurgeCursorStore;
+  /** Where purges Redis could not take yet outlive this process, so a restart still carries them. */
+  owedPurges?: OwedPurgesStore;
   logger: Logger;
 }
 
@@ -84,6 +86,7 @@ export class ClusterCache {
       retryMs: PURGE_RETRY_MS,
       max: MAX_OWED_PURGES,
       logger: opts.logger,
+      ...(opts.owedPurges ? { store: opts.owedPurges } : {}),
     });
   }
 
@@ -138,7 +141,7 @@ export class ClusterCache {
 
   /** Carried now, or owed until Redis takes it (PendingPurges): never left on this node alone. */
   async #purge(message: PurgeMessage): Promise<void> {
-    if (!(await this.#carry(message))) this.#owedPurges.add(message);
+    if (!(await this.#carry(message))) await this.#owedPurges.add(message);
   }
 
   /** The shared tier first, so no node can refill from it; then the announcement. */
@@ -157,7 +160,7 @@ export class ClusterCache {
   }
 
   async close(): Promise<void> {
-    this.#owedPurges.close();
+    await this.#owedPurges.close();
     this.#flight.close();
     await this.#bus.close();
   }

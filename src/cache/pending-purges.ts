@@ -1,5 +1,15 @@
 import type { Logger } from '../log.ts';
-import type { PurgeMessage } from './purge-bus.ts';
+import { LatestWrite } from './latest-write.ts';
+import { purgeMessageOf, type PurgeMessage } from './purge-bus.ts';
+
+/**
+ * Where owed purges outlive the process (the cache directory): what this
+ * process owes, and what processes that are gone left owing.
+ */
+export interface OwedPurgesStore {
+  save(records: readonly unknown[]): Promise<void>;
+  adopt(): Promise<{ records: unknown[]; release(): Promise<void> }>;
+}
 
 export interface PendingPurgesOptions {
   /** Clears the purge from the shared tier and announces it; false when Redis could not take it. */
@@ -9,6 +19,8 @@ export interface PendingPurgesOptions {
   /** Source purges kept at most; beyond, the oldest is given up (logged). */
   max: number;
   logger: Logger;
+  /** Keeps the owed purges across a restart: without it, those owed when the process ends are lost to the other nodes. */
+  store?: OwedPurgesStore;
 }
 
 /**
@@ -27,19 +39,47 @@ export class PendingPurges {
   #timer: NodeJS.Timeout | undefined;
   #carrying = false;
   #closed = false;
+  readonly #writes: LatestWrite<PurgeMessage[]> | undefined;
+  readonly #adopted: Promise<void>;
 
   constructor(opts: PendingPurgesOptions) {
     this.#opts = opts;
+    const store = opts.store;
+    this.#writes =
+      store &&
+      new LatestWrite<PurgeMessage[]>(
+        (messages) => store.save(messages),
+        (err) => {
+          opts.logger.warn({ err }, 'could not keep the owed purges in the cache directory');
+        },
+      );
+    this.#adopted = store ? this.#adopt(store) : Promise.resolve();
   }
 
   get size(): number {
     return this.#owed.size;
   }
 
-  /** Keeps a purge that could not be carried now, and tries again later. */
-  add(message: PurgeMessage): void {
+  /**
+   * Keeps a purge that could not be carried now, and tries again later.
+   * Resolves once it is in the store (if any), so a purge acknowledged to its
+   * caller survives a crash of this process right after.
+   */
+  async add(message: PurgeMessage): Promise<void> {
     if (this.#closed) return;
     if (this.#owed.size === 0) this.#opts.logger.warn({ purge: message.kind }, 'redis unavailable: purge applied on this node; the others get it when redis is back');
+    this.#keep(message);
+    this.#save();
+    this.#schedule();
+    await this.#writes?.flush();
+  }
+
+  /** Resolves once the purges owed by processes that were gone at start are owed by this one (and kept, with a store). */
+  adopted(): Promise<void> {
+    return this.#adopted;
+  }
+
+  #keep(message: PurgeMessage): void {
     if (message.kind === 'all') this.#owed.clear();
     else if (this.#owed.has(ALL)) return;
     const key = message.kind === 'all' ? ALL : message.sourceKey;
@@ -50,16 +90,59 @@ export class PendingPurges {
       if (oldest !== undefined) this.#owed.delete(oldest);
       this.#opts.logger.warn({ max: this.#opts.max }, 'too many purges waiting for redis: the oldest will not reach the other nodes');
     }
-    this.#schedule();
   }
 
-  /** Stops retrying; purges still owed are lost to the other nodes (logged). */
-  close(): void {
+  /**
+   * Stops retrying. With a store, the purges still owed stay in it for the
+   * next process started over the cache directory; without one they are lost
+   * to the other nodes. Either way it is logged.
+   */
+  async close(): Promise<void> {
+    await this.#adopted;
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#owed.size > 0) this.#opts.logger.warn({ owed: this.#owed.size }, 'closing with purges the other nodes never heard of');
+    if (this.#owed.size > 0) {
+      const owed = this.#owed.size;
+      if (this.#writes) {
+        this.#writes.request([...this.#owed.values()]);
+        if (await this.#writes.flush()) {
+          this.#opts.logger.warn({ owed }, 'closing with purges owed to the other nodes: the next start over this cache directory carries them');
+        } else this.#opts.logger.warn({ owed }, 'closing with purges the other nodes never heard of');
+      } else this.#opts.logger.warn({ owed }, 'closing with purges the other nodes never heard of');
+    }
     this.#owed.clear();
+    await this.#writes?.flush();
+  }
+
+  /** Takes over what processes that are gone owed, keeps it under this process's name, then removes theirs. */
+  async #adopt(store: OwedPurgesStore): Promise<void> {
+    let adopted: Awaited<ReturnType<OwedPurgesStore['adopt']>>;
+    try {
+      adopted = await store.adopt();
+    } catch (err) {
+      this.#opts.logger.warn({ err }, 'could not read the purges owed by earlier processes');
+      return;
+    }
+    const messages = adopted.records.flatMap((record) => purgeMessageOf(record) ?? []);
+    if (messages.length > 0) {
+      // What this process added meanwhile is newer: the adopted go first, in their order.
+      const own = [...this.#owed.values()];
+      this.#owed.clear();
+      for (const message of [...messages, ...own]) this.#keep(message);
+      this.#opts.logger.info({ owed: messages.length }, 'carrying purges that an earlier process owed to the other nodes');
+      this.#save();
+      this.#schedule();
+    }
+    if (this.#writes && !(await this.#writes.flush())) return; // not kept under this name: leave theirs for the next start
+    await adopted.release().catch((err: unknown) => {
+      this.#opts.logger.warn({ err }, 'could not remove the owed purges of earlier processes');
+    });
+  }
+
+  /** Keeps what is owed now; not after close(), whose last save is what the next process adopts. */
+  #save(): void {
+    if (!this.#closed) this.#writes?.request([...this.#owed.values()]);
   }
 
   #schedule(): void {
@@ -74,10 +157,13 @@ export class PendingPurges {
   async #retry(): Promise<void> {
     this.#carrying = true;
     try {
+      let carried = false;
       for (const [key, message] of [...this.#owed]) {
         if (!(await this.#opts.carry(message).catch(() => false))) break; // Redis still away: keep the order, try later
         if (this.#owed.get(key) === message) this.#owed.delete(key);
+        carried = true;
       }
+      if (carried) this.#save();
     } finally {
       this.#carrying = false;
     }

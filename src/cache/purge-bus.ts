@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.ts';
 import type { RedisConnection } from '../storage/redis/connection.ts';
+import { LatestWrite } from './latest-write.ts';
 import { parseJsonRecord } from './pubsub-message.ts';
 
 /** What a purge removes: every cached variant of one source (by its cache key: no URL travels through Redis), or everything. */
@@ -63,13 +64,11 @@ export class PurgeBus {
   #cursor: string | undefined;
   readonly #unsubscribe: Array<() => void> = [];
   readonly #pending = new Set<Promise<void>>();
-  readonly #store: PurgeCursorStore | undefined;
   /** The cursor of an earlier run, read once at start. */
   readonly #stored: Promise<string | undefined>;
-  /** The cursor last written to the store, the write under way, and whether a newer one waits for it. */
+  readonly #cursorWrites: LatestWrite<string> | undefined;
+  /** The cursor last handed to #cursorWrites (or read from the store). */
   #persisted: string | undefined;
-  #persisting: Promise<void> | undefined;
-  #persistAgain = false;
 
   constructor(opts: PurgeBusOptions) {
     this.#redis = opts.connection;
@@ -78,7 +77,15 @@ export class PurgeBus {
     this.#onResync = opts.onResync;
     this.#channel = purgeChannel(opts.connection);
     this.#log = purgeLogKey(opts.connection);
-    this.#store = opts.cursorStore;
+    const store = opts.cursorStore;
+    this.#cursorWrites =
+      store &&
+      new LatestWrite<string>(
+        (id) => store.write(id),
+        (err) => {
+          this.#logger.warn({ err }, 'could not write the purge cursor to the cache directory');
+        },
+      );
     this.#stored = (opts.cursorStore?.read() ?? Promise.resolve(undefined)).catch((err: unknown) => {
       this.#logger.warn({ err }, 'could not read the purge cursor of the cache directory; starting from the end of the purge log');
       return undefined;
@@ -107,7 +114,7 @@ export class PurgeBus {
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     await this.idle();
     this.#persist();
-    while (this.#persisting) await this.#persisting;
+    await this.#cursorWrites?.flush();
   }
 
   #receive(raw: string): void {
@@ -193,31 +200,11 @@ export class PurgeBus {
     });
   }
 
-  /** Writes the cursor to the store, one write at a time; call only when every purge up to it has been applied. */
+  /** Keeps the cursor in the store; call only when every purge up to it has been applied. */
   #persist(): void {
-    if (this.#store === undefined || this.#cursor === undefined || this.#cursor === this.#persisted) return;
-    if (this.#persisting) {
-      this.#persistAgain = true;
-      return;
-    }
-    const id = this.#cursor;
-    this.#persisting = this.#store
-      .write(id)
-      .then(
-        () => {
-          this.#persisted = id;
-        },
-        (err: unknown) => {
-          this.#logger.warn({ err }, 'could not write the purge cursor to the cache directory');
-        },
-      )
-      .finally(() => {
-        this.#persisting = undefined;
-        if (this.#persistAgain) {
-          this.#persistAgain = false;
-          this.#persist();
-        }
-      });
+    if (this.#cursorWrites === undefined || this.#cursor === undefined || this.#cursor === this.#persisted) return;
+    this.#persisted = this.#cursor;
+    this.#cursorWrites.request(this.#cursor);
   }
 }
 
@@ -260,10 +247,16 @@ function parsePurge(raw: string): { from: string; message: PurgeMessage; id?: st
 
 function parsePurgeJson(raw: string): { from: string; message: PurgeMessage } | undefined {
   const value = parseJsonRecord(raw);
-  if (!value) return undefined;
-  const { from, kind, sourceKey } = value;
-  if (typeof from !== 'string') return undefined;
-  if (kind === 'all') return { from, message: { kind: 'all' } };
-  if (kind === 'source' && typeof sourceKey === 'string' && /^[0-9a-f]{16,128}$/.test(sourceKey)) return { from, message: { kind: 'source', sourceKey } };
+  if (!value || typeof value.from !== 'string') return undefined;
+  const message = purgeMessageOf(value);
+  return message && { from: value.from, message };
+}
+
+/** A purge message read back from outside (Redis, a file): only the two known shapes, with a well-formed key. */
+export function purgeMessageOf(value: unknown): PurgeMessage | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { kind, sourceKey } = value as Record<string, unknown>;
+  if (kind === 'all') return { kind: 'all' };
+  if (kind === 'source' && typeof sourceKey === 'string' && /^[0-9a-f]{16,128}$/.test(sourceKey)) return { kind: 'source', sourceKey };
   return undefined;
 }

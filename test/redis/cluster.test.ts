@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,6 +91,17 @@ async function startChildNode(settings: Record<string, unknown>): Promise<{ url:
   return { url, child };
 }
 
+/** A node in its own process that purges `sourceUrl` and crashes the moment the purge is acknowledged. */
+async function purgeThenCrash(settings: Record<string, unknown>, sourceUrl: string): Promise<void> {
+  const script = fileURLToPath(new URL('./fixtures/cluster-node.ts', import.meta.url));
+  const child = spawn(process.execPath, [script], {
+    env: { ...process.env, FIC_NODE_SETTINGS: JSON.stringify(settings), FIC_NODE_PURGE_THEN_CRASH: sourceUrl },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, sig) => { resolve(sig); }));
+  assert.equal(signal, 'SIGKILL', 'the node crashed after its purge');
+}
+
 describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
   let redis: RedisServer;
   let origin: Origin;
@@ -163,6 +175,8 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
       const before = await startProxy(settings);
       await eventually(() => before.imageCache.redisHealth()?.state === 'up', 'the node connected');
       assert.equal((await get(before, source)).cache, 'MISS');
+      // Its cursor is first written once it has subscribed and read where the log ends.
+      await eventually(() => existsSync(join(before.cacheDir, '.purge-cursor.json')), 'the node recorded its place in the purge log');
       await before.close();
 
       const replacement = await makeImage('png', 28, 28);
@@ -293,5 +307,32 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
     await redis.restart();
     // Reconnecting only drops A's and C's memory tiers; their disks still hold the old image until B's purge arrives.
     for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the owed purge is carried');
+  });
+
+  test('a purge owed while Redis is down survives a crash of its node: the next start over its directory carries it', async () => {
+    origin.serve('/owed-crash.png', png, { contentType: 'image/png' });
+    const source = `${origin.url}/owed-crash.png`;
+    for (const n of [a, c]) assert.equal((await get(n, source)).sha, sha(png));
+    const home = makeTempDir();
+    try {
+      const settings = nodeSettings(redis.url, { cacheDir: join(home.dir, 'cache') });
+      await redis.stop();
+      await eventually(() => statesOf(nodes).every((s) => s === 'down'), 'nodes see Redis down');
+      const replacement = await makeImage('png', 36, 20);
+      origin.serve('/owed-crash.png', replacement, { contentType: 'image/png' });
+      await purgeThenCrash(settings, source);
+
+      await redis.restart();
+      await eventually(() => statesOf(nodes).every((s) => s === 'up'), 'nodes reconnect');
+      assert.equal((await get(a, source)).sha, sha(png), 'nobody has carried the purge yet: A serves its disk copy');
+      const restarted = await startProxy(settings);
+      try {
+        for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the restarted node carries the owed purge');
+      } finally {
+        await restarted.close();
+      }
+    } finally {
+      home.cleanup();
+    }
   });
 });
