@@ -1,7 +1,7 @@
 import { sourceKey } from './cache/cache-key.ts';
 import { ClusterCache } from './cache/cluster-cache.ts';
 import { normalizeSourceUrl } from './cache/normalize-url.ts';
-import { announcePurge, purgeLogKey } from './cache/purge-bus.ts';
+import { announcePurge, purgeLogKey, type PurgeMessage } from './cache/purge-bus.ts';
 import type { Config } from './config/index.ts';
 import { resolveRedisUrl } from './config/redis-url.ts';
 import { resolveStorageKeys } from './config/storage-keys.ts';
@@ -63,12 +63,20 @@ export function openCluster(config: Config, logger: Logger, cacheDir: string): C
 /**
  * For `fastimagecache purge` (which works on the cache directory without a
  * server): removes the source, or everything, from the shared tier and tells
- * every node. 'off' without Redis; 'unreachable' when Redis did not answer in
- * time (nodes drop their memory tier when they reconnect, not their disks).
+ * every node. 'off' without Redis. 'owed' when Redis did not take it in time:
+ * the purge is then left in `cacheDir` (opened) as owed by this process, and a
+ * server using that directory carries it once Redis is back, as it carries its
+ * own (the CLI process is gone by then, so its purges are adopted).
  */
-export async function purgeAcrossCluster(config: Config, target: { sourceUrl: string } | { all: true }, logger: Logger): Promise<'off' | 'sent' | 'unreachable'> {
+export async function purgeAcrossCluster(
+  config: Config,
+  cacheDir: string,
+  target: { sourceUrl: string } | { all: true },
+  logger: Logger,
+): Promise<'off' | 'sent' | 'owed'> {
   const url = resolveRedisUrl(config);
   if (url === undefined) return 'off';
+  const message: PurgeMessage = 'all' in target ? { kind: 'all' } : { kind: 'source', sourceKey: sourceKey(normalizeSourceUrl(target.sourceUrl)) };
   const connection = new RedisConnection({
     url,
     connectTimeoutMs: config.redis.connectTimeoutMs,
@@ -76,17 +84,17 @@ export async function purgeAcrossCluster(config: Config, target: { sourceUrl: st
     keyPrefix: config.redis.keyPrefix,
     logger,
   });
+  let sent = false;
   try {
-    if (!(await connection.waitUntilUp(config.redis.connectTimeoutMs))) return 'unreachable';
-    const shared = new RedisSharedTier({ connection, maxEntryBytes: config.redis.maxEntryBytes, logger });
-    if ('all' in target) {
-      const cleared = await shared.clear();
-      return cleared && (await announcePurge(connection, { kind: 'all' })) ? 'sent' : 'unreachable';
+    if (await connection.waitUntilUp(config.redis.connectTimeoutMs)) {
+      const shared = new RedisSharedTier({ connection, maxEntryBytes: config.redis.maxEntryBytes, logger });
+      const cleared = message.kind === 'all' ? await shared.clear() : (await shared.deleteGroup(message.sourceKey)) !== undefined;
+      sent = cleared && (await announcePurge(connection, message));
     }
-    const key = sourceKey(normalizeSourceUrl(target.sourceUrl));
-    const deleted = await shared.deleteGroup(key);
-    return deleted !== undefined && (await announcePurge(connection, { kind: 'source', sourceKey: key })) ? 'sent' : 'unreachable';
   } finally {
     await connection.close();
   }
+  if (sent) return 'sent';
+  await new OwedPurgesFile(cacheDir).save([message]);
+  return 'owed';
 }

@@ -31,6 +31,8 @@ export interface ClusterCacheOptions {
 
 /** Purges Redis could not take are tried again this often (its link skips Redis for 1 s after a failure). */
 const PURGE_RETRY_MS = 1_000;
+/** The cache directory is looked at this often for purges a CLI run (or a dead process) left owing. */
+const ADOPT_OWED_PURGES_MS = 2_000;
 /** Source purges owed at most (a purge of everything covers them all). */
 const MAX_OWED_PURGES = 10_000;
 
@@ -86,7 +88,7 @@ export class ClusterCache {
       retryMs: PURGE_RETRY_MS,
       max: MAX_OWED_PURGES,
       logger: opts.logger,
-      ...(opts.owedPurges ? { store: opts.owedPurges } : {}),
+      ...(opts.owedPurges ? { store: opts.owedPurges, adoptEveryMs: ADOPT_OWED_PURGES_MS } : {}),
     });
   }
 

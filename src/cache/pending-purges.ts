@@ -21,6 +21,12 @@ export interface PendingPurgesOptions {
   logger: Logger;
   /** Keeps the owed purges across a restart: without it, those owed when the process ends are lost to the other nodes. */
   store?: OwedPurgesStore;
+  /**
+   * How often the store is looked at again for what processes that ended
+   * meanwhile owed (`fastimagecache purge` run while Redis was away), ms;
+   * without it, only at start.
+   */
+  adoptEveryMs?: number;
 }
 
 /**
@@ -40,7 +46,8 @@ export class PendingPurges {
   #carrying = false;
   #closed = false;
   readonly #writes: LatestWrite<PurgeMessage[]> | undefined;
-  readonly #adopted: Promise<void>;
+  #adopted: Promise<void>;
+  readonly #adoptTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: PendingPurgesOptions) {
     this.#opts = opts;
@@ -54,6 +61,12 @@ export class PendingPurges {
         },
       );
     this.#adopted = store ? this.#adopt(store) : Promise.resolve();
+    if (store && opts.adoptEveryMs !== undefined) {
+      this.#adoptTimer = setInterval(() => {
+        this.#adopted = this.#adopted.then(() => (this.#closed ? undefined : this.#adopt(store)));
+      }, opts.adoptEveryMs);
+      this.#adoptTimer.unref();
+    }
   }
 
   get size(): number {
@@ -74,7 +87,7 @@ export class PendingPurges {
     await this.#writes?.flush();
   }
 
-  /** Resolves once the purges owed by processes that were gone at start are owed by this one (and kept, with a store). */
+  /** Resolves once the purges owed by processes found gone so far are owed by this one (and kept, with a store). */
   adopted(): Promise<void> {
     return this.#adopted;
   }
@@ -98,6 +111,7 @@ export class PendingPurges {
    * to the other nodes. Either way it is logged.
    */
   async close(): Promise<void> {
+    clearInterval(this.#adoptTimer);
     await this.#adopted;
     this.#closed = true;
     clearTimeout(this.#timer);

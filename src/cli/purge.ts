@@ -25,7 +25,7 @@ export async function purgeCommand(argv: string[]): Promise<number> {
   if (values.all === true) {
     await storage.clear();
     await announceRemoved(storage, 'all');
-    await tellOtherNodes(config, { all: true });
+    await tellOtherNodes(config, storage.dir, { all: true });
     process.stdout.write('purged everything\n');
     return 0;
   }
@@ -33,7 +33,7 @@ export async function purgeCommand(argv: string[]): Promise<number> {
   for (const url of positionals) {
     const removed = await purgeSource(storage, url);
     await announceRemoved(storage, removed);
-    await tellOtherNodes(config, { sourceUrl: url });
+    await tellOtherNodes(config, storage.dir, { sourceUrl: url });
     total += removed.length;
   }
   process.stdout.write(`purged ${total} entr${total === 1 ? 'y' : 'ies'}\n`);
@@ -41,9 +41,11 @@ export async function purgeCommand(argv: string[]): Promise<number> {
 }
 
 /** With redis.url set, the purge also empties the shared tier and reaches every node. */
-async function tellOtherNodes(config: Config, target: { sourceUrl: string } | { all: true }): Promise<void> {
-  const outcome = await purgeAcrossCluster(config, target, silentLogger());
-  if (outcome === 'unreachable') {
-    process.stderr.write('warning: Redis did not answer: purged on this machine only; other nodes keep their copies\n');
+async function tellOtherNodes(config: Config, cacheDir: string, target: { sourceUrl: string } | { all: true }): Promise<void> {
+  const outcome = await purgeAcrossCluster(config, cacheDir, target, silentLogger());
+  if (outcome === 'owed') {
+    process.stderr.write(
+      'warning: Redis did not answer: purged on this machine; a server using this cache directory carries the purge to the other nodes once Redis is back (or the next one started over it)\n',
+    );
   }
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { makeImage } from '../helpers/images.ts';
 import { startOrigin, type Origin } from '../helpers/origin.ts';
-import { startProxy, type TestProxy } from '../helpers/proxy.ts';
+import { startProxy, TEST_KEY_HEX, type TestProxy } from '../helpers/proxy.ts';
 import { REDIS_SKIP, startRedis, type RedisServer } from '../helpers/redis.ts';
 import { makeTempDir } from '../helpers/tmp.ts';
 import { startService, type TestService } from '../ops/service-helper.ts';
@@ -100,6 +100,24 @@ async function purgeThenCrash(settings: Record<string, unknown>, sourceUrl: stri
   });
   const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, sig) => { resolve(sig); }));
   assert.equal(signal, 'SIGKILL', 'the node crashed after its purge');
+}
+
+/** `fastimagecache purge <url>` as an operator runs it, on `cacheDir`, with `redisUrl` (in its own process). */
+async function cliPurge(cacheDir: string, redisUrl: string, sourceUrl: string): Promise<{ status: number | null; stderr: string }> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FASTIMAGECACHE_') && v !== undefined) env[k] = v;
+  Object.assign(env, {
+    FASTIMAGECACHE_CACHE_DIR: cacheDir,
+    FASTIMAGECACHE_KEY: TEST_KEY_HEX,
+    FASTIMAGECACHE_REDIS_URL: redisUrl,
+    FASTIMAGECACHE_REDIS_KEY_PREFIX: 'cluster-test:',
+    FASTIMAGECACHE_REDIS_CONNECT_TIMEOUT_MS: '300',
+  });
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url)), 'purge', sourceUrl], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const status = await new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code); }));
+  return { status, stderr };
 }
 
 describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
@@ -201,7 +219,7 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
     for (const n of nodes) assert.equal((await get(n, source)).status, 200);
     const replacement = await makeImage('png', 24, 24);
     origin.serve('/cli-purged.png', replacement, { contentType: 'image/png' });
-    assert.equal(await purgeAcrossCluster(a.imageCache.config, { sourceUrl: source }, createLogger('silent')), 'sent');
+    assert.equal(await purgeAcrossCluster(a.imageCache.config, a.cacheDir, { sourceUrl: source }, createLogger('silent')), 'sent');
     for (const n of nodes) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the CLI purge is applied');
     assert.equal(origin.hits('/cli-purged.png'), 2);
   });
@@ -307,6 +325,22 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
     await redis.restart();
     // Reconnecting only drops A's and C's memory tiers; their disks still hold the old image until B's purge arrives.
     for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the owed purge is carried');
+  });
+
+  test('`fastimagecache purge` run while Redis is down: the server on that cache directory carries it once Redis is back', async () => {
+    origin.serve('/cli-owed.png', png, { contentType: 'image/png' });
+    const source = `${origin.url}/cli-owed.png`;
+    for (const n of nodes) assert.equal((await get(n, source)).sha, sha(png));
+    await redis.stop();
+    await eventually(() => statesOf(nodes).every((s) => s === 'down'), 'nodes see Redis down');
+    const replacement = await makeImage('png', 22, 30);
+    origin.serve('/cli-owed.png', replacement, { contentType: 'image/png' });
+    const purged = await cliPurge(a.cacheDir, redis.url, source);
+    assert.equal(purged.status, 0, purged.stderr);
+    assert.match(purged.stderr, /carries the purge to the other nodes once Redis is back/);
+
+    await redis.restart();
+    for (const n of nodes) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the CLI purge reached every node');
   });
 
   test('a purge owed while Redis is down survives a crash of its node: the next start over its directory carries it', async () => {
