@@ -9,6 +9,7 @@ import { sharpError } from './sharp-errors.ts';
 import { isSrgbProfile } from './srgb-profile.ts';
 import { restoreInput, stripJpegForTransforms, stripMetadataLosslessly } from './strip-metadata.ts';
 import type { ImageFormat } from './types.ts';
+import type { InspectedHeader } from './verify.ts';
 
 export interface TransformSettings {
   /** Pixels decoded at most: one frame, or all frames of a kept animation together. Checked from the header. */
@@ -61,7 +62,7 @@ function keptFormat(source: ImageFormat): OutputFormat {
  */
 export type SourceHeader = Pick<Metadata, 'format' | 'width' | 'height' | 'pages' | 'pageHeight' | 'orientation'>;
 
-export function sourceHeader(meta: Metadata): SourceHeader {
+export function sourceHeader(meta: InspectedHeader): SourceHeader {
   return {
     format: meta.format,
     width: meta.width,
@@ -136,8 +137,8 @@ export async function cleanSource(
   source: Buffer,
   settings: TransformSettings,
   use: SourceUse = 'serve',
-  /** sharp's metadata() of `source`, when already read. */
-  knownHeader?: Metadata,
+  /** sharp's metadata() of `source` (or inspectImage()'s header), when already read. */
+  knownHeader?: InspectedHeader,
   /** `source` is the caller's own (a download nothing else holds): the result may be built inside it. */
   reuseSource = false,
 ): Promise<{ body: Buffer; contentType: string; header?: SourceHeader }> {
