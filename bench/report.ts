@@ -253,6 +253,17 @@ export function renderReport(input: ReportInput): string {
     input.resizeUnavailable ? `n/a (${input.resizeUnavailable})` : `${fmt(fic?.resizeColdPerSec)} vs ${fmt(sharpPerSec)} img/s (${fmtRatio(coldVsSharp)})`,
     verdict(coldVsSharp === undefined ? undefined : coldVsSharp >= 0.85),
   ]);
+  const coldVsCeiling = ratio(fic?.resizeColdPerSec, node?.resizeColdPerSec);
+  targets.push([
+    'cold resize × the Node resize ceiling (fetch + the same sharp call, nothing else; same workers)',
+    input.resizeUnavailable
+      ? `n/a (${input.resizeUnavailable})`
+      : node?.resizeColdPerSec === undefined
+        ? 'not measured (the node:http ceiling did not resize in this run)'
+        : `${fmt(fic?.resizeColdPerSec)} vs ${fmt(node.resizeColdPerSec)} img/s (${fmtRatio(coldVsCeiling)}); ` +
+          `the ceiling itself: ${fmtRatio(ratio(node.resizeColdPerSec, sharpPerSec))} raw sharp`,
+    '— (no target)',
+  ]);
   const idx = input.index;
   const n = (x: number) => x.toLocaleString('en-US');
   targets.push([

@@ -195,6 +195,20 @@ async function benchSettings(ctx: BenchContext): Promise<BuildSettings> {
   return result;
 }
 
+/**
+ * One resize to see that it works (the reason when not: the handle then loses its resizePath), then a few at once, so
+ * that every worker has run sharp before the timed cold requests (raw sharp warms up too).
+ */
+async function warmUpResize(h: SystemHandle, probePath: string, warmPaths: string[]): Promise<string | undefined> {
+  const probe = await probeResize(h, probePath);
+  if (!probe.ok) {
+    delete (h as { resizePath?: unknown }).resizePath;
+    return probe.why;
+  }
+  await Promise.all(warmPaths.map((p) => probeResize(h, p)));
+  return undefined;
+}
+
 async function startOrigin(workDir: string, logDir: string, photos: Photo[]): Promise<number> {
   const port = await freePort();
   const configFile = path.join(workDir, 'origin.json');
@@ -337,7 +351,6 @@ async function main(): Promise<void> {
       resizeOriginPaths(photoSet.resizePhotos, sizes.resizeImages, i + 1, 'fastimagecache'),
     );
     const probePath = `/img/rz-probe/${(photoSet.resizePhotos[0] as Photo).name}`;
-    // Then a few more at once, so every worker has run sharp before the timed cold requests (raw sharp warms up too).
     const warmPaths = Array.from({ length: 2 * workers }, (_, k) => {
       const photo = photoSet.resizePhotos[k % photoSet.resizePhotos.length] as Photo;
       return `/img/rz-warm${k}/${photo.name}`;
@@ -365,13 +378,7 @@ async function main(): Promise<void> {
         });
         ficWorkers = servingProcesses(fic);
         ficWorkersFlag = fic.notes.some((n) => n.includes('--workers not supported')) ? undefined : workers;
-        const probe = resizePaths ? await probeResize(fic, probePath) : { ok: false, why: resizeUnavailable ?? '' };
-        if (!probe.ok) {
-          resizeUnavailable = probe.why;
-          delete (fic as { resizePath?: unknown }).resizePath;
-        } else {
-          await Promise.all(warmPaths.map((p) => probeResize(fic, p)));
-        }
+        if (resizePaths) resizeUnavailable = await warmUpResize(fic, probePath, warmPaths);
         handles.push(fic);
         systems.push({ id: fic.id, label: fic.label, notes: fic.notes });
         log(`  ${fic.label} on ${fic.baseUrl}${resizeUnavailable ? `; resize: n/a (${resizeUnavailable})` : '; resize: supported'}`);
@@ -418,7 +425,16 @@ async function main(): Promise<void> {
       ['nginx', 'nginx proxy_cache', () => startNginx(ctx)],
       ['varnish', 'Varnish', () => startVarnish(ctx)],
       ['ipx', 'ipx', () => startIpx(ctx)],
-      ['node', 'node:http ceiling', () => startNodeCeiling(ctx, ficWorkers)],
+      [
+        'node',
+        'node:http ceiling',
+        async () => {
+          const node = await startNodeCeiling(ctx, ficWorkers);
+          const why = await warmUpResize(node, probePath, warmPaths);
+          if (why !== undefined) node.notes.push(`its resize route failed: ${why}`);
+          return node;
+        },
+      ],
     ];
     for (const [id, label, start] of starters) {
       if (!only.includes(id)) continue;
@@ -431,7 +447,7 @@ async function main(): Promise<void> {
         skip(id, label, (err as Error).message);
       }
     }
-    const runSharp = only.includes('fastimagecache') || only.includes('ipx');
+    const runSharp = only.includes('fastimagecache') || only.includes('ipx') || only.includes('node');
     if (runSharp) systems.push({ id: 'sharp', label: 'raw sharp, in-process (resize only)', notes: [] });
 
     log(`priming the hot set (${hotPaths.length} URLs) on every system that caches…`);
@@ -498,7 +514,7 @@ async function main(): Promise<void> {
         }
         // The warm resize load that follows is hits: its memory is not a miss storm's.
         result.missRss = missRss.stop();
-        if (h.resizePath) {
+        if (h.resizePath && h.warmResize !== false) {
           await attempt('resize warm', async () => {
             result.resizeWarm = await runResizeWarm(ctx, h, resizeOrigin, sizes);
             log(`  resize warm: ${result.resizeWarm.rps.toFixed(0)} req/s`);
@@ -544,9 +560,9 @@ async function main(): Promise<void> {
       'The origin answers on 127.0.0.1 from memory, Cache-Control: public, max-age=31536000; stampede URLs answer after 50 ms, like an origin across a network.',
       `fastimagecache runs the production build (dist/) with logLevel warn (nginx: access_log off), the loopback origin allowed explicitly (allowHttp, allowedPorts '*', allowedPrivateRanges 127.0.0.1/32), key from the environment.`,
       `Mixed: ${sizes.mixedRequests} requests, every 10th a URL never asked before, each requested once across ${sizes.connections} connections (capped at ${sizes.mixedCapSec} s; with wrk up to ${sizes.connections} of the last requests may be hot padding instead of slow misses still in flight).`,
-      `Resize: ${sizes.resizeImages} distinct URLs of photos (JPEG ≥ 100 KB) to 300 px wide WebP, ${sizes.resizeConcurrency} at a time (cold, capped at ${sizes.resizeCapSec} s, after 2 warm-up resizes per worker), then the same URLs for ${sizes.warmSec} s with ${sizes.connections} connections (warm). fastimagecache: \`${RESIZE_OPTIONS}\`; ipx: \`w_300,f_webp\`; raw sharp: rotate().resize({ width: 300 }).webp() on the bytes in memory.`,
+      `Resize: ${sizes.resizeImages} distinct URLs of photos (JPEG ≥ 100 KB) to 300 px wide WebP, ${sizes.resizeConcurrency} at a time (cold, capped at ${sizes.resizeCapSec} s, after 2 warm-up resizes per worker), then the same URLs for ${sizes.warmSec} s with ${sizes.connections} connections (warm). fastimagecache: \`${RESIZE_OPTIONS}\`; ipx: \`w_300,f_webp\`; the node:http ceiling: \`/rz/\` (cold only); raw sharp: rotate().resize({ width: 300 }).webp() on the bytes in memory.`,
       `Stampede: ${sizes.stampedeClients} clients, one connection each, at once, for one URL never asked before (${stampedePhoto.name}, ${Math.round(stampedePhoto.bytes / 1024)} KB); clients still waiting after ${sizes.stampedeCapSec} s are abandoned (the last-byte figure is then "> cap").`,
-      `Peak RSS is sampled from /proc every 100 ms over the whole process tree (nginx master + workers, Varnish manager + child, fastimagecache primary + workers): during the hot load, and during the misses (mixed, stampede and cold resize; the warm resize load, all hits, is no longer in this window).`,
+      `Peak RSS is sampled from /proc every 100 ms over the whole process tree (nginx master + workers, Varnish manager + child, fastimagecache primary + workers; each system's own tree, while only its own load runs): during the hot load, and during the misses (mixed, stampede and cold resize; the warm resize load, all hits, is no longer in this window).`,
       `This machine is shared: absolute numbers drift with other load (load average at start: ${machine.loadAverageAtStart}; at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}); compare ratios within one run.`,
     );
     const report = renderReport({

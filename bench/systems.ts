@@ -2,7 +2,7 @@
  * Each system under test, started on a free loopback port in front of the
  * bench origin, with its configuration written into the bench's temp dir:
  * fastimagecache (production build), nginx proxy_cache, Varnish, ipx and the
- * node:http ceiling. Every start returns a handle that maps an origin path
+ * node:http ceiling (hits from memory, and a minimal fetch-and-resize route). Every start returns a handle that maps an origin path
  * (`/img/{tag}/{photo}`) to this system's URL for it.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -22,7 +22,7 @@ export interface SystemHandle {
   service: Service;
   /** False for systems that keep nothing (ipx): priming them is pointless. */
   caches: boolean;
-  /** False for the node:http ceiling, which has no origin. */
+  /** False for the node:http ceiling, whose hits have no origin behind them. */
   proxies: boolean;
   /** Things the report must say about how this system ran. */
   notes: string[];
@@ -30,6 +30,12 @@ export interface SystemHandle {
   hitPath: (originPath: string) => string;
   /** Its path for the 300-px WebP, or undefined when it cannot resize. */
   resizePath?: (originPath: string) => string;
+  /**
+   * False when asking for the same resize again means nothing: the node:http
+   * ceiling keeps nothing and is there for the cold figure. (ipx keeps nothing
+   * either, but the issue asks for its repeated-request figure.)
+   */
+  warmResize?: boolean;
 }
 
 export interface BenchContext {
@@ -331,7 +337,7 @@ export async function startIpx(ctx: BenchContext): Promise<SystemHandle> {
 export async function startNodeCeiling(ctx: BenchContext, workers: number): Promise<SystemHandle> {
   const port = await freePort();
   const configFile = path.join(ctx.workDir, 'node-ceiling.json');
-  writeFileSync(configFile, JSON.stringify({ port, workers, photos: ctx.photos }));
+  writeFileSync(configFile, JSON.stringify({ port, workers, originPort: ctx.originPort, photos: ctx.photos }));
   const service = startService('node-ceiling', process.execPath, [path.join(import.meta.dirname, 'node-ceiling.ts'), configFile], {
     logDir: ctx.logDir,
   });
@@ -344,7 +350,17 @@ export async function startNodeCeiling(ctx: BenchContext, workers: number): Prom
     service,
     caches: true,
     proxies: false,
-    notes: [],
+    notes: [
+      'hits are the same bytes from memory; its resize cold figure is the Node resize ceiling: `/rz/` fetches the photo from ' +
+        'the origin with node:http (keep-alive agent, one buffer per body) and runs raw sharp\'s call, rotate().resize({ width: 300 }).webp(), ' +
+        'nothing else (no checks, no cache, no storage), in as many processes as fastimagecache has workers: what any Node ' +
+        'server reaches here, with the load generator and the origin on the same cores (raw sharp has them to itself); no warm resize (it keeps nothing)',
+    ],
     hitPath: (p) => p,
+    resizePath: (p) => {
+      if (!p.startsWith('/img/')) throw new Error(`not an origin path: ${p}`);
+      return `/rz/${p.slice('/img/'.length)}`;
+    },
+    warmResize: false,
   };
 }
