@@ -4,8 +4,9 @@
  * alternately, a few times: the time to the first hit, and the settled RSS
  * once the index is loaded. The differences, divided by the entry counts,
  * give the start-up cost and the index memory per entry (the primary's RSS:
- * it holds the index); the start-up is then extrapolated linearly to
- * 1,000,000 entries and labelled as such.
+ * it holds the index). With fewer than 1,000,000 entries (the default
+ * 100,000) the start-up is extrapolated linearly to 1,000,000 and labelled as
+ * such; with `--index-entries 1000000` (or more) it is measured.
  *
  * The first 100 entries of each directory are tiny PNGs requested through
  * the server; the rest of the large one is written by the build's own storage
@@ -36,7 +37,13 @@ export interface Restart {
 }
 
 export interface IndexScaleResult {
+  /** Entries written to the large directory; fewer than `requestedEntries` when the fill's time bound cut it short. */
   entries: number;
+  requestedEntries: number;
+  /** The fill's time bound, seconds. */
+  populateBoundSec: number;
+  /** True when the large directory holds at least 1,000,000 entries: its first hit is the 1M figure, measured. */
+  measuredAt1M: boolean;
   smallEntries: number;
   populateSec: number;
   /** Entries of the large directory written directly by the storage layer (0: all through HTTP). */
@@ -48,7 +55,7 @@ export interface IndexScaleResult {
   firstHitNoiseMs: number;
   /** False when the full directory's first hit is not slower than the small one's by more than the noise. */
   growthMeasurable: boolean;
-  /** Linear extrapolation to 1M entries from the two medians. */
+  /** Linear extrapolation to 1M entries from the two medians (the report shows `full` instead when measuredAt1M). */
   firstHitAt1MEstimateMs: number;
   /** (the primary's RSS over `entries` − over `smallEntries`) / their difference: the primary holds the index. */
   bytesPerEntryPerProcess: number;
@@ -271,7 +278,8 @@ export async function runIndexScale(
   const restartNotes = new Set<string>();
   const fullDir = path.join(ctx.workDir, 'index-full');
   const smallDir = path.join(ctx.workDir, 'index-small');
-  const tinyPaths = Array.from({ length: sizes.indexEntries }, (_, i) => signer(originUrl(ctx, `/tiny/${i}.png`)));
+  const tinyPath = (i: number) => signer(originUrl(ctx, `/tiny/${i}.png`));
+  const smallPaths = Array.from({ length: SMALL_ENTRIES }, (_, i) => tinyPath(i));
   const origin = `http://${HOST}:${ctx.originPort}`;
 
   log(`  filling a cache dir: up to ${sizes.indexEntries.toLocaleString('en-US')} entries or ${sizes.indexPopulateSec} s…`);
@@ -281,19 +289,24 @@ export async function runIndexScale(
   let writtenDirectly = 0;
   if (typeof build === 'string') {
     notes.push(`the large directory was filled through HTTP only (${build})`);
+    const tinyPaths = Array.from({ length: sizes.indexEntries }, (_, i) => tinyPath(i));
     big = await fill(ctx, fullDir, tinyPaths, workers, sizes, 'fic-index-fill');
   } else {
-    const viaHttp = await fill(ctx, fullDir, tinyPaths.slice(0, SMALL_ENTRIES), workers, sizes, 'fic-index-fill');
+    const viaHttp = await fill(ctx, fullDir, smallPaths, workers, sizes, 'fic-index-fill');
     const deadline = fillStart + sizes.indexPopulateSec * 1000;
-    writtenDirectly = await writeDirectly(ctx, build, fullDir, viaHttp.stored, tinyPaths.length, deadline);
+    writtenDirectly = await writeDirectly(ctx, build, fullDir, viaHttp.stored, sizes.indexEntries, deadline);
     big = { stored: viaHttp.stored + writtenDirectly, failed: viaHttp.failed, seconds: (performance.now() - fillStart) / 1000 };
   }
   if (big.failed > 0) notes.push(`${big.failed} fill requests failed`);
   if (big.stored <= SMALL_ENTRIES) throw new Error(`only ${big.stored} entries could be stored in ${sizes.indexPopulateSec} s`);
-  const small = await fill(ctx, smallDir, tinyPaths.slice(0, SMALL_ENTRIES), workers, sizes, 'fic-index-fill-small');
+  if (big.stored < sizes.indexEntries) {
+    const n = (x: number) => x.toLocaleString('en-US');
+    log(`  the fill stopped at its time bound: ${n(big.stored)} of ${n(sizes.indexEntries)} entries`);
+  }
+  const small = await fill(ctx, smallDir, smallPaths, workers, sizes, 'fic-index-fill-small');
   if (small.stored !== SMALL_ENTRIES) notes.push(`the small directory got ${small.stored} entries, not ${SMALL_ENTRIES}`);
 
-  const hitPath = tinyPaths[0] as string;
+  const hitPath = smallPaths[0] as string;
   const smallRuns: Restart[] = [];
   const fullRuns: Restart[] = [];
   await fetch(`${origin}/__tiny?serve=0`);
@@ -326,6 +339,9 @@ export async function runIndexScale(
   const rssNoise = Math.max(spread(smallRuns.map((r) => r.primaryBytes)), spread(fullRuns.map((r) => r.primaryBytes)));
   return {
     entries: big.stored,
+    requestedEntries: sizes.indexEntries,
+    populateBoundSec: sizes.indexPopulateSec,
+    measuredAt1M: big.stored >= 1_000_000,
     smallEntries: small.stored,
     populateSec: big.seconds,
     writtenDirectly,
