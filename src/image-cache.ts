@@ -8,7 +8,9 @@ import type { LoadConfigOptions } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { resolveSigningKeys, type SigningKeys } from './config/secrets.ts';
 import { redisConfigured } from './config/redis-url.ts';
-import { checkSourceUrl, createDownloader, type Downloader, type DownloadPolicy } from './download/index.ts';
+import { createDownloader } from './download/downloader.ts';
+import type { Downloader, DownloadPolicy } from './download/types.ts';
+import { checkSourceUrl } from './download/url-policy.ts';
 import { credentialHeadersFor } from './download/origin-credentials.ts';
 import { withResilience, type OriginObserver, type ResilienceSettings } from './download/resilience.ts';
 import { resolveOriginCredentials } from './config/origin-credentials.ts';
@@ -77,6 +79,11 @@ export interface ImageCache {
   stats(): Promise<CacheStats>;
   /** A signed `/i/...` path for a source URL, with the first configured key. */
   sign(sourceUrl: string, options?: string | ImageOptions): string;
+  /**
+   * Loads what the first miss needs and hits do not (the HTTP client for origins), ahead of that miss. Optional:
+   * a miss loads it anyway; the server calls it once it listens, so that it listens sooner after a restart.
+   */
+  warmUp(): Promise<void>;
   /** A Node `(req, res)` handler serving `/`, `/healthz` and `/i/...`. */
   handler(): (req: IncomingMessage, res: ServerResponse) => void;
   close(): Promise<void>;
@@ -210,6 +217,9 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
       delete transformOptions.expires;
       images.plan(transformOptions, undefined);
       return buildImagePath(key, sourceUrl, typeof signOptions === 'string' ? signOptions : formatOptionsSegment(signOptions));
+    },
+    async warmUp() {
+      await downloader.preload?.();
     },
     handler() {
       return createRequestHandler({ imageCache, config, keys: signingKeys.keys, logger });

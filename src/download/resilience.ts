@@ -227,6 +227,9 @@ export function withResilience(inner: Downloader, settings: ResilienceSettings, 
 
   return {
     fetch,
+    preload: async () => {
+      await inner.preload?.();
+    },
     close: () => inner.close(),
     unhealthyHosts() {
       const out: Array<{ host: string; state: BreakerStateName; retryInSeconds: number }> = [];

@@ -69,5 +69,7 @@ export interface FetchResult {
 
 export interface Downloader {
   fetch(req: FetchRequest): Promise<FetchResult>;
+  /** Loads what the first fetch would load (its HTTP client), ahead of it. */
+  preload?(): Promise<void>;
   close(): Promise<void>;
 }

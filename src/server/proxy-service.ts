@@ -54,6 +54,9 @@ export interface ProxyServiceOptions {
   restartSettings?: readonly string[];
 }
 
+/** How long after listening a server loads what only misses need (see ImageCache.warmUp). */
+const WARM_UP_DELAY_MS = 500;
+
 function limitsOf(config: Config): ServerLimits {
   return {
     headersTimeoutMs: config.server.headersTimeoutMs,
@@ -140,6 +143,13 @@ export class ProxyService {
       throw err;
     }
     this.#endpoints.push({ address: this.#server.address.address, port: this.#server.address.port });
+    // Listening: what misses alone need (the origin HTTP client) loads a moment later, so that a restart answers
+    // the hits that arrive first without waiting for it (a miss before then loads it itself).
+    setTimeout(() => {
+      imageCache.warmUp().catch((err: unknown) => {
+        this.#logger.warn({ err }, 'loading the origin HTTP client failed; the first miss tries again');
+      });
+    }, WARM_UP_DELAY_MS).unref();
   }
 
   async #build(config: Config): Promise<ImageCache> {

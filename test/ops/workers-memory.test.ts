@@ -87,8 +87,9 @@ describe('worker memory settings, in real workers', { skip: !hasProc && 'needs /
     }
   });
 
-  test('a worker loads neither the configuration loader (zod, yaml) nor the Redis client when no Redis is configured', async () => {
-    // Each costs MBs of heap in every worker: the primary validates the configuration, and Redis is optional.
+  test('a worker loads neither the configuration loader (zod, yaml) nor the Redis client when no Redis is configured, and loads the origin HTTP client (undici) only once it listens', async () => {
+    // Each costs MBs of heap in every worker: the primary validates the configuration, and Redis is optional. undici
+    // is the largest part of a worker's start-up, and only misses need it: a restart answers hits before loading it.
     const logDir = join(tmp.dir, 'modules');
     mkdirSync(logDir, { recursive: true });
     const hook = join(tmp.dir, 'log-modules.mjs');
@@ -96,14 +97,26 @@ describe('worker memory settings, in real workers', { skip: !hasProc && 'needs /
       hook,
       `import { registerHooks } from 'node:module';
 import cluster from 'node:cluster';
+import net from 'node:net';
 import { appendFileSync } from 'node:fs';
-if (cluster.isWorker) registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); appendFileSync(${JSON.stringify(logDir)} + '/' + process.pid, r.url + '\\n'); return r; } });
+const log = (line) => appendFileSync(${JSON.stringify(logDir)} + '/' + process.pid, line + '\\n');
+if (cluster.isWorker) {
+  registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); log(r.url); return r; } });
+  const listen = net.Server.prototype.listen;
+  net.Server.prototype.listen = function (...args) { this.once('listening', () => log('LISTENING')); return listen.apply(this, args); };
+}
 `,
     );
     const server = await spawnServe(join(tmp.dir, 'home-modules'), ['--workers', '2'], { FASTIMAGECACHE_LOG_LEVEL: 'warn', NODE_OPTIONS: `--import ${hook}` });
     try {
       const res = await fetch(`${server.url}/healthz`);
       assert.equal(res.status, 200);
+      // The warm-up after listening loads undici without any request asking for it.
+      await eventually(
+        () => (readdirSync(logDir).every((log) => readFileSync(join(logDir, log), 'utf8').includes('/node_modules/undici/')) ? true : undefined),
+        10_000,
+        'both workers loading undici',
+      );
     } finally {
       assert.equal(await server.stop(), 0);
     }
@@ -113,6 +126,9 @@ if (cluster.isWorker) registerHooks({ resolve(spec, ctx, next) { const r = next(
       const urls = readFileSync(join(logDir, log), 'utf8');
       assert.match(urls, /node_modules\/sharp\//, 'the log holds the worker\'s modules');
       for (const pkg of ['zod', 'yaml', 'ioredis']) assert.doesNotMatch(urls, new RegExp(`node_modules/${pkg}/`), `${pkg} loaded in a worker`);
+      const listening = urls.indexOf('LISTENING');
+      assert.ok(listening > 0, 'the worker listened');
+      assert.ok(urls.indexOf('/node_modules/undici/') > listening, 'undici loaded only after the worker listened');
     }
   });
 });
