@@ -39,7 +39,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (count > 1) {
     // Made once here, before any worker starts, so they cannot race to generate different keys.
     const keys = resolveSigningKeys(config);
-    return (await import('./workers.ts')).runPrimary(ctx, count, keys);
+    // The workers load their code while this process loads its own (start-up is mostly module loading).
+    const forked = (await import('./worker-settings.ts')).forkWorkersEarly(count);
+    return (await import('./workers.ts')).runPrimary(ctx, count, keys, forked);
   }
   return (await import('./serve-single.ts')).runSingleProcess(ctx);
 }

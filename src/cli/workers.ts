@@ -16,10 +16,13 @@ import type { ProxyService, PurgeTarget, ReloadOutcome, ServiceStats } from '../
 import { startRateLimitPrimary } from '../server/rate-limit.ts';
 import { defaultTransformConcurrency, threadPoolSize } from '../image/transform-queue.ts';
 import { collectExternalGarbage, exposedGc } from './external-garbage.ts';
+import { workerExecArgv, workerMallocEnv, type EarlyWorker } from './worker-settings.ts';
 import { IpcRpc } from './ipc-rpc.ts';
 import { cacheIndexHandlers, RemoteCacheIndex } from './remote-cache-index.ts';
 import { fillLeaseHandlers, RemoteFillLease } from './remote-fill-lease.ts';
 import { auditLogPath, printBanner, startAdminIfConfigured, untilStopSignal, type ServeContext } from './serve-common.ts';
+
+export { WORKER_EXPOSE_GC_FLAG, WORKER_MALLOC_ENV, WORKER_SEMI_SPACE_FLAG, workerExecArgv, workerMallocEnv } from './worker-settings.ts';
 
 /** A worker that dies within this long of starting counts as crash-looping: its replacement waits longer each time. */
 const QUICK_DEATH_MS = 2_000;
@@ -30,45 +33,9 @@ const MAX_RESPAWN_DELAY_MS = 30_000;
  */
 const FILL_LEASE_TTL_MS = 5_000;
 
-/**
- * glibc malloc settings for the workers, where sharp runs. glibc reads them
- * only at process start, so they go into each forked worker's environment.
- * By default glibc gives each thread of libuv's pool (where libvips runs) an
- * arena of its own, up to 8 per CPU, which keep the memory of freed pixel
- * buffers; and it raises its mmap threshold to the largest block freed, after
- * which big buffers come from (and stay in) the arenas too. Two arenas and
- * the threshold fixed at its 128 KiB default each cut a worker's peak RSS in
- * a miss storm by 40–60 MB (bench/README.md, "Memory"). Other C libraries
- * ignore them.
- */
-export const WORKER_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
-/** Young-generation cap for the workers: under load V8 grows it to two 32 MB semi-spaces, and keeps their RSS. */
-export const WORKER_SEMI_SPACE_FLAG = '--max-semi-space-size=8';
-
-/** WORKER_MALLOC_ENV, less what the operator set (also through GLIBC_TUNABLES). */
-export function workerMallocEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
-  if (/glibc\.malloc\./.test(env.GLIBC_TUNABLES ?? '')) return {};
-  return Object.fromEntries(Object.entries(WORKER_MALLOC_ENV).filter(([name]) => env[name] === undefined));
-}
-
-/** Gives the workers `gc()`, for collectExternalGarbage (external-garbage.ts). */
-export const WORKER_EXPOSE_GC_FLAG = '--expose-gc';
 /** A full collection in a worker once its surviving Buffers have grown by this much (see collectExternalGarbage). */
 const WORKER_GC_STEP_BYTES = 16 * 1024 * 1024;
 const WORKER_GC_CHECK_MS = 25;
-
-/**
- * The workers' node flags: the primary's, plus WORKER_SEMI_SPACE_FLAG unless a semi-space size is given
- * already, plus WORKER_EXPOSE_GC_FLAG.
- */
-export function workerExecArgv(execArgv: readonly string[] = process.execArgv, env: NodeJS.ProcessEnv = process.env): string[] {
-  const given = (flag: RegExp) => [...execArgv, env.NODE_OPTIONS ?? ''].some((arg) => flag.test(arg));
-  return [
-    ...execArgv,
-    ...(given(/--max-semi-space-size\b/) ? [] : [WORKER_SEMI_SPACE_FLAG]),
-    ...(given(/--expose[-_]gc\b/) ? [] : [WORKER_EXPOSE_GC_FLAG]),
-  ];
-}
 
 /**
  * The configuration as a worker gets it: automatic transform concurrency
@@ -98,7 +65,7 @@ interface WorkerHandle {
  * audit log, reloads (validated here, then applied by every worker, or by
  * none) and the metrics sum.
  */
-export async function runPrimary(ctx: ServeContext, count: number, keys: SigningKeys): Promise<number> {
+export async function runPrimary(ctx: ServeContext, count: number, keys: SigningKeys, forked: readonly EarlyWorker[] = []): Promise<number> {
   const { logger } = ctx;
   let config = ctx.config;
   const metrics = new Metrics({ processMetrics: false });
@@ -108,7 +75,10 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   let quickDeaths = 0;
   startRateLimitPrimary();
   // The one index of the cache directory: workers reserve, commit and evict through it over IPC.
-  const storage = await openCacheStorage(config, logger);
+  const storage = await openCacheStorage(config, logger).catch((err: unknown) => {
+    for (const early of forked) early.worker.process.kill();
+    throw err;
+  });
   const index = new CacheIndex({ storage, maxBytes: config.maxCacheBytes, maxEntries: config.maxEntries, logger });
   // The rebuild starts once the workers listen (below); until then the index is not ready either.
   let rebuildStarted = false;
@@ -142,8 +112,9 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   cluster.setupPrimary({ execArgv: workerExecArgv() });
   const workerEnv = workerMallocEnv();
 
-  function spawn(): WorkerHandle {
-    const worker = cluster.fork(workerEnv);
+  /** A new worker, or one forked early (forkWorkersEarly): what it said or did meanwhile is replayed once wired. */
+  function spawn(early?: EarlyWorker): WorkerHandle {
+    const worker = early?.worker ?? cluster.fork(workerEnv);
     const { promise: listening, resolve: onListening, reject: onFailed } = Promise.withResolvers<string>();
     listening.catch(() => {}); // observed by whoever awaits it
     const handle: WorkerHandle = {
@@ -185,6 +156,12 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
         if (!shuttingDown) track(spawn());
       }, delay).unref();
     });
+    if (early !== undefined) {
+      const { messages, errors, exit } = early.takeOver();
+      for (const err of errors) worker.emit('error', err);
+      for (const message of messages) worker.emit('message', message);
+      if (exit !== undefined) worker.emit('exit', exit.code, exit.signal);
+    }
     return handle;
   }
 
@@ -210,7 +187,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   }
 
   // Start every worker and wait until all listen; one failing to start fails the start.
-  const initial = Array.from({ length: count }, () => spawn());
+  const initial = forked.length > 0 ? forked.map((early) => spawn(early)) : Array.from({ length: count }, () => spawn());
   for (const h of initial) track(h);
   let url: string;
   try {

@@ -1,0 +1,92 @@
+import cluster, { type Worker } from 'node:cluster';
+
+/*
+ * How cluster workers are started: their environment and node flags, and the
+ * early fork. Kept apart from workers.ts, which loads the primary's and the
+ * workers' code, so that the primary can fork before loading it.
+ */
+
+/**
+ * glibc malloc settings for the workers, where sharp runs. glibc reads them
+ * only at process start, so they go into each forked worker's environment.
+ * By default glibc gives each thread of libuv's pool (where libvips runs) an
+ * arena of its own, up to 8 per CPU, which keep the memory of freed pixel
+ * buffers; and it raises its mmap threshold to the largest block freed, after
+ * which big buffers come from (and stay in) the arenas too. Two arenas and
+ * the threshold fixed at its 128 KiB default each cut a worker's peak RSS in
+ * a miss storm by 40–60 MB (bench/README.md, "Memory"). Other C libraries
+ * ignore them.
+ */
+export const WORKER_MALLOC_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
+/** Young-generation cap for the workers: under load V8 grows it to two 32 MB semi-spaces, and keeps their RSS. */
+export const WORKER_SEMI_SPACE_FLAG = '--max-semi-space-size=8';
+
+/** WORKER_MALLOC_ENV, less what the operator set (also through GLIBC_TUNABLES). */
+export function workerMallocEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  if (/glibc\.malloc\./.test(env.GLIBC_TUNABLES ?? '')) return {};
+  return Object.fromEntries(Object.entries(WORKER_MALLOC_ENV).filter(([name]) => env[name] === undefined));
+}
+
+/** Gives the workers `gc()`, for collectExternalGarbage (external-garbage.ts). */
+export const WORKER_EXPOSE_GC_FLAG = '--expose-gc';
+
+/**
+ * The workers' node flags: the primary's, plus WORKER_SEMI_SPACE_FLAG unless a semi-space size is given
+ * already, plus WORKER_EXPOSE_GC_FLAG.
+ */
+export function workerExecArgv(execArgv: readonly string[] = process.execArgv, env: NodeJS.ProcessEnv = process.env): string[] {
+  const given = (flag: RegExp) => [...execArgv, env.NODE_OPTIONS ?? ''].some((arg) => flag.test(arg));
+  return [
+    ...execArgv,
+    ...(given(/--max-semi-space-size\b/) ? [] : [WORKER_SEMI_SPACE_FLAG]),
+    ...(given(/--expose[-_]gc\b/) ? [] : [WORKER_EXPOSE_GC_FLAG]),
+  ];
+}
+
+/** A worker forked before the primary was ready to talk to it (forkWorkersEarly). */
+export interface EarlyWorker {
+  worker: Worker;
+  /**
+   * Stops keeping the worker's messages and exit for later and returns them:
+   * the caller, now listening, replays them (see adoptEarlyWorker in workers.ts).
+   */
+  takeOver(): { messages: unknown[]; errors: Error[]; exit: { code: number | null; signal: string | null } | undefined };
+}
+
+/**
+ * Forks the workers before the primary loads its own modules (its index,
+ * metrics, admin listener): a process's start-up is mostly module loading,
+ * and the workers' then runs beside the primary's instead of after it. What a
+ * worker says or does before the primary takes it over is kept.
+ */
+export function forkWorkersEarly(count: number): EarlyWorker[] {
+  cluster.setupPrimary({ execArgv: workerExecArgv() });
+  const env = workerMallocEnv();
+  return Array.from({ length: count }, () => {
+    const worker = cluster.fork(env);
+    const messages: unknown[] = [];
+    const errors: Error[] = [];
+    let exit: { code: number | null; signal: string | null } | undefined;
+    const onMessage = (message: unknown) => {
+      messages.push(message);
+    };
+    const onError = (err: Error) => {
+      errors.push(err);
+    };
+    const onExit = (code: number | null, signal: string | null) => {
+      exit = { code, signal };
+    };
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.once('exit', onExit);
+    return {
+      worker,
+      takeOver() {
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+        return { messages, errors, exit };
+      },
+    };
+  });
+}
