@@ -35,6 +35,13 @@ export interface PurgeBusOptions {
 
 /** Purges the log keeps for nodes catching up after a reconnect (about; Redis trims whole blocks). */
 export const PURGE_LOG_MAX = 10_000;
+/**
+ * A catch-up whose read of the log failed is tried again this often until one
+ * succeeds: the subscriber connection can be back before the command
+ * connection (or that one in its cool-down), and no later subscription may
+ * come to try again.
+ */
+const CATCH_UP_RETRY_MS = 250;
 
 /**
  * One round trip: the purge goes into the log (a Redis stream), then out on
@@ -69,6 +76,17 @@ export class PurgeBus {
   readonly #cursorWrites: LatestWrite<string> | undefined;
   /** The cursor last handed to #cursorWrites (or read from the store). */
   #persisted: string | undefined;
+  #closed = false;
+  /**
+   * False from a subscription until its catch-up has read the log: until
+   * then a message on the channel must not move the cursor past purges the
+   * log holds and this node has not read yet.
+   */
+  #caughtUp = false;
+  /** Log ids of the purges applied from the channel while catching up: the log read skips them (no double purge). */
+  readonly #appliedWhileCatchingUp = new Set<string>();
+  /** A catch-up to try again (its read of the log failed). */
+  #retry: NodeJS.Timeout | undefined;
 
   constructor(opts: PurgeBusOptions) {
     this.#redis = opts.connection;
@@ -95,7 +113,7 @@ export class PurgeBus {
         this.#receive(raw);
       }),
       opts.connection.onSubscribed(() => {
-        this.#track(this.#resync());
+        this.#startResync();
       }),
     );
   }
@@ -111,6 +129,8 @@ export class PurgeBus {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#retry);
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     await this.idle();
     this.#persist();
@@ -123,7 +143,10 @@ export class PurgeBus {
       this.#logger.warn('ignoring a malformed purge message');
       return;
     }
-    if (parsed.id !== undefined && this.#cursor !== undefined) this.#cursor = laterId(this.#cursor, parsed.id);
+    if (parsed.id !== undefined) {
+      if (!this.#caughtUp) this.#appliedWhileCatchingUp.add(parsed.id);
+      else if (this.#cursor !== undefined) this.#cursor = laterId(this.#cursor, parsed.id);
+    }
     this.#apply(parsed);
   }
 
@@ -136,6 +159,14 @@ export class PurgeBus {
     );
   }
 
+  #startResync(): void {
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+    if (this.#caughtUp) this.#appliedWhileCatchingUp.clear();
+    this.#caughtUp = false;
+    this.#track(this.#resync());
+  }
+
   async #resync(): Promise<void> {
     if (this.#cursor === undefined) {
       const stored = await this.#stored;
@@ -143,7 +174,18 @@ export class PurgeBus {
     }
     const caughtUp = await this.#catchUp();
     if (this.#pending.size === 0) this.#persist();
-    if (caughtUp) return;
+    if (caughtUp === 'unread') {
+      // Not a gap yet: what was missed is in the log, read as soon as Redis answers (the memory tier is kept meanwhile,
+      // as it is while Redis is away).
+      if (!this.#closed) {
+        this.#retry = setTimeout(() => {
+          this.#startResync();
+        }, CATCH_UP_RETRY_MS);
+        this.#retry.unref();
+      }
+      return;
+    }
+    if (caughtUp === 'complete') return;
     try {
       await this.#onResync();
     } catch (err) {
@@ -159,13 +201,15 @@ export class PurgeBus {
   }
 
   /**
-   * Applies the purges logged since this node's cursor; true when that
-   * covers everything it may have missed. When the log no longer reaches back
-   * to the cursor, what it still holds is applied all the same (missed, or
-   * applied before: purges are idempotent, a repeat costs at most a refetch).
-   * A node with no cursor starts from the end of the log.
+   * Applies the purges logged since this node's cursor: 'complete' when that
+   * covers everything it may have missed, 'gap' when the log no longer
+   * reaches back to the cursor (what it still holds is applied all the same:
+   * missed, or applied before; purges are idempotent, a repeat costs at most
+   * a refetch), 'unread' when Redis did not answer (the caller tries again).
+   * A node with no cursor starts from the end of the log ('gap': it cannot
+   * show what it missed).
    */
-  async #catchUp(): Promise<boolean> {
+  async #catchUp(): Promise<'complete' | 'gap' | 'unread'> {
     const first = this.#cursor === undefined;
     const cursor = this.#cursor ?? '0-0';
     const read = await this.#redis.attempt('purge log', async (c) => {
@@ -176,11 +220,15 @@ export class PurgeBus {
       return { latest, entries: await c.xrange(this.#log, complete ? `(${cursor}` : '-', '+'), complete };
     });
     if (!read.ok) {
-      if (!first) this.#logger.warn('could not read the purge log after reconnecting to redis; purges made meanwhile may have been missed');
-      return false;
+      this.#logger.debug('could not read the purge log yet; trying again');
+      return 'unread';
     }
     this.#cursor = this.#cursor === undefined ? read.value.latest : laterId(this.#cursor, read.value.latest);
-    for (const [, fields] of read.value.entries) {
+    this.#caughtUp = true;
+    const appliedAlready = new Set(this.#appliedWhileCatchingUp);
+    this.#appliedWhileCatchingUp.clear();
+    for (const [id, fields] of read.value.entries) {
+      if (appliedAlready.has(id)) continue;
       const parsed = parsePurge(fields[1] ?? '');
       if (parsed === undefined) this.#logger.warn('ignoring a malformed purge log entry');
       else this.#apply(parsed);
@@ -188,7 +236,7 @@ export class PurgeBus {
     if (!read.value.complete && !first) {
       this.#logger.warn("the purge log does not reach back to this node's last purge; purges made meanwhile may have been missed");
     }
-    return read.value.complete;
+    return read.value.complete ? 'complete' : 'gap';
   }
 
   #track(work: Promise<void>): void {

@@ -371,6 +371,44 @@ describe('redis parts', { skip: REDIS_SKIP }, () => {
       }
     });
 
+    test('a catch-up that cannot read the log yet (the subscriber back before the command connection is usable) is tried again until it can', async () => {
+      // The command connection fails once and is skipped until its cool-down ends: on a frozen clock, until the test
+      // moves it. Meanwhile the subscriber is cut off and comes back, and a purge is announced while it was away.
+      let now = 1_000_000;
+      const received: PurgeMessage[] = [];
+      let resyncs = 0;
+      const c = connect(redis.url, { now: () => now, commandTimeoutMs: 150, prefix: 'fictest-retry:' });
+      const bus = new PurgeBus({
+        connection: c,
+        logger: quiet,
+        onPurge: (message) => Promise.resolve(void received.push(message)),
+        onResync: () => {
+          resyncs += 1;
+        },
+      });
+      await up(c);
+      const sender = await up(connect(redis.url, { prefix: 'fictest-retry:' }));
+      const senderBus = new PurgeBus({ connection: sender, logger: quiet, onPurge: () => Promise.resolve(), onResync: () => {} });
+      await eventually(() => resyncs === 1); // subscribed, and placed at the end of the log
+      await admin.client('PAUSE', 600, 'ALL');
+      assert.deepEqual(await c.attempt('get', (client) => client.get('x')), { ok: false });
+      await admin.client('UNPAUSE');
+      assert.equal(c.available, false, 'the command connection sits out its cool-down');
+
+      const resubscribed = c.health().resubscriptions;
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      assert.equal(await senderBus.publish({ kind: 'source', sourceKey: '5a'.repeat(32) }), true);
+      await eventually(() => c.health().resubscriptions > resubscribed);
+      await new Promise((r) => setTimeout(r, 600));
+      assert.deepEqual(received, [], 'not read yet: the log is out of reach');
+
+      now += 1_000; // the cool-down is over
+      await eventually(() => received.length === 1);
+      assert.deepEqual(received, [{ kind: 'source', sourceKey: '5a'.repeat(32) }], 'the purge announced while it was away, from the log');
+      await bus.close();
+      await senderBus.close();
+    });
+
     test('a node restarted with its cursor applies the purges made while it was down; one whose cursor the log lost resyncs', async () => {
       const own = await startRedis();
       try {
