@@ -16,7 +16,10 @@ import type { Downloader, DownloadPolicy } from './types.ts';
 export function createDownloader(policy: DownloadPolicy, logger: Logger): Downloader {
   const originTls = policy.originTls ? loadOriginTls(policy.originTls, logger) : undefined;
   let inner: Promise<Downloader> | undefined;
+  let closed = false;
   const load = (): Promise<Downloader> => {
+    // Closed before its first fetch: no client is made that nothing would close (a closed one refuses, as undici's does).
+    if (closed && inner === undefined) return Promise.reject(new Error('downloader closed'));
     inner ??= import('./undici-downloader.ts').then(
       (m) => m.createUndiciDownloader(policy, logger, originTls),
       (err: unknown) => {
@@ -34,6 +37,7 @@ export function createDownloader(policy: DownloadPolicy, logger: Logger): Downlo
       await load();
     },
     async close() {
+      closed = true;
       if (inner !== undefined) await (await inner).close();
     },
   };

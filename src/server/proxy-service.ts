@@ -85,6 +85,7 @@ export class ProxyService {
   #front!: FrontDoorSettings;
   #server!: RunningServer;
   #reloading: Promise<unknown> = Promise.resolve();
+  #warmUp: NodeJS.Timeout | undefined;
 
   private constructor(options: ProxyServiceOptions) {
     this.#options = options;
@@ -145,11 +146,12 @@ export class ProxyService {
     this.#endpoints.push({ address: this.#server.address.address, port: this.#server.address.port });
     // Listening: what misses alone need (the origin HTTP client) loads a moment later, so that a restart answers
     // the hits that arrive first without waiting for it (a miss before then loads it itself).
-    setTimeout(() => {
+    this.#warmUp = setTimeout(() => {
       imageCache.warmUp().catch((err: unknown) => {
         this.#logger.warn({ err }, 'loading the origin HTTP client failed; the first miss tries again');
       });
-    }, WARM_UP_DELAY_MS).unref();
+    }, WARM_UP_DELAY_MS);
+    this.#warmUp.unref();
   }
 
   async #build(config: Config): Promise<ImageCache> {
@@ -269,6 +271,7 @@ export class ProxyService {
    * requests get up to `graceMs` to finish, then the ImageCache closes.
    */
   async shutdown(graceMs = this.#config.server.shutdownGraceMs): Promise<void> {
+    clearTimeout(this.#warmUp);
     this.readiness.markShuttingDown();
     await this.#server.close(graceMs);
     await this.#slot.close();
