@@ -225,14 +225,13 @@ export class PurgeBus {
     }
     this.#cursor = this.#cursor === undefined ? read.value.latest : laterId(this.#cursor, read.value.latest);
     this.#caughtUp = true;
-    const appliedAlready = new Set(this.#appliedWhileCatchingUp);
-    this.#appliedWhileCatchingUp.clear();
     for (const [id, fields] of read.value.entries) {
-      if (appliedAlready.has(id)) continue;
+      if (this.#appliedWhileCatchingUp.has(id)) continue;
       const parsed = parsePurge(fields[1] ?? '');
       if (parsed === undefined) this.#logger.warn('ignoring a malformed purge log entry');
       else this.#apply(parsed);
     }
+    this.#appliedWhileCatchingUp.clear();
     if (!read.value.complete && !first) {
       this.#logger.warn("the purge log does not reach back to this node's last purge; purges made meanwhile may have been missed");
     }

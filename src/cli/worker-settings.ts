@@ -48,7 +48,7 @@ export interface EarlyWorker {
   worker: Worker;
   /**
    * Stops keeping the worker's messages and exit for later and returns them:
-   * the caller, now listening, replays them (see adoptEarlyWorker in workers.ts).
+   * the caller, now listening, replays them (runPrimary's spawn() in workers.ts).
    */
   takeOver(): { messages: unknown[]; errors: Error[]; exit: { code: number | null; signal: string | null } | undefined };
 }

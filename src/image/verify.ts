@@ -44,7 +44,8 @@ const LIMIT_ERROR = /exceeds (?:the )?(?:pixel|channel) limit|security limit exc
  * pixel/channel limits.
  */
 export async function verifyImage(buf: Buffer, opts: VerifyImageOptions = {}): Promise<VerifiedImage> {
-  const { image, sniffed, meta } = await checkHeader(buf, opts);
+  const sniffed = sniffAllowed(buf, opts);
+  const { image, meta } = await checkHeader(buf, sniffed, opts);
   await withSharpErrors(() => decodeAllPixels(image, sniffed.format, meta));
   checkComplete(buf, sniffed);
   return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height };
@@ -61,21 +62,20 @@ export async function verifyImage(buf: Buffer, opts: VerifyImageOptions = {}): P
  * every cold resize of a photo.
  */
 export async function inspectImage(buf: Buffer, opts: VerifyImageOptions = {}): Promise<VerifiedImage & { header: InspectedHeader }> {
-  const quick = inspectJpegSegments(buf, opts);
+  const sniffed = sniffAllowed(buf, opts);
+  const quick = sniffed.format === 'jpeg' ? inspectJpegSegments(buf, sniffed, opts) : undefined;
   if (quick !== undefined) return quick;
-  const { sniffed, meta } = await checkHeader(buf, opts);
+  const { meta } = await checkHeader(buf, sniffed, opts);
   checkComplete(buf, sniffed);
   return { format: sniffed.format, mime: sniffed.mime, width: meta.width, height: meta.height, header: meta };
 }
 
 /**
- * inspectImage() of a plain JPEG without sharp: the header from its segments
- * (readJpegHeader), the same checks. Undefined for any other file, and for a
+ * inspectImage() of a plain JPEG (`sniffed` as one) without sharp: the
+ * header from its segments (readJpegHeader), the same checks. Undefined for a
  * JPEG that reader does not vouch for: sharp's metadata() decides those.
  */
-function inspectJpegSegments(buf: Buffer, opts: VerifyImageOptions): (VerifiedImage & { header: InspectedHeader }) | undefined {
-  const sniffed = sniffAllowed(buf, opts);
-  if (sniffed.format !== 'jpeg') return undefined;
+function inspectJpegSegments(buf: Buffer, sniffed: SniffedType, opts: VerifyImageOptions): (VerifiedImage & { header: InspectedHeader }) | undefined {
   const jpeg = readJpegHeader(buf);
   if (jpeg === undefined) return undefined;
   const limit = opts.maxPixels ?? SHARP_DEFAULT_PIXEL_LIMIT;
@@ -105,8 +105,8 @@ function sniffAllowed(buf: Buffer, opts: VerifyImageOptions): SniffedType {
   return sniffed;
 }
 
-async function checkHeader(buf: Buffer, opts: VerifyImageOptions): Promise<{ image: Sharp; sniffed: SniffedType; meta: Metadata }> {
-  const sniffed = sniffAllowed(buf, opts);
+/** The header as sharp reads it, for a file whose magic bytes said `sniffed` (sniffAllowed). */
+async function checkHeader(buf: Buffer, sniffed: SniffedType, opts: VerifyImageOptions): Promise<{ image: Sharp; meta: Metadata }> {
 
   // failOn 'warning' is sharp's default, spelled out because truncation often
   // surfaces only as a decoder warning (libjpeg "premature end of data").
@@ -117,7 +117,7 @@ async function checkHeader(buf: Buffer, opts: VerifyImageOptions): Promise<{ ima
   if (opts.maxFrames !== undefined && frames > opts.maxFrames) {
     throw new FastImageCacheError('too_large', `${frames} frames, limit ${opts.maxFrames}`);
   }
-  return { image, sniffed, meta };
+  return { image, meta };
 }
 
 /** Structural completeness the decoder may not notice (see decodeAllPixels). */
