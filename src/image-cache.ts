@@ -52,6 +52,11 @@ export interface ImageRequestOptions extends ImageOptions {
   accept?: string | undefined;
 }
 
+/** Internal (the server's handler): an ImageResult whose body may be lent; call `release` once it is written. */
+export interface LentImageResult extends ImageResult {
+  release?: (() => void) | undefined;
+}
+
 export interface ImageResult {
   body: Buffer;
   /** The real type, sniffed from the bytes. */
@@ -186,26 +191,30 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
   // The policy is fixed for this instance (a reload builds a new one): a URL it allowed once it allows again.
   const allowedSources = new BoundedMemo<string>(8192);
 
+  async function getImage(sourceUrl: string, requestOptions: ImageRequestOptions, lend: boolean): Promise<LentImageResult> {
+    const { accept, expires, ...transformOptions } = requestOptions;
+    assertNotExpired(expires, Date.now());
+    const plan = images.plan(transformOptions, accept);
+    // Policy first: a host denied today is not served from yesterday's cache either.
+    const url = allowedSources.getOrCompute(sourceUrl, () => checkSourceUrl(sourceUrl, policy).href);
+    const result = await getImageVariant(cache, images, url, plan, lend);
+    return {
+      ...(plan.varyAccept ? { vary: 'Accept' as const } : {}),
+      body: result.body,
+      contentType: result.contentType,
+      size: result.size,
+      etag: result.etag,
+      cacheStatus: result.status,
+      stream: () => Readable.from([result.body]),
+      release: result.release,
+    };
+  }
+
   const imageCache: ImageCache = {
     config,
     signingKeys,
-    async get(sourceUrl, requestOptions = {}) {
-      const { accept, expires, ...transformOptions } = requestOptions;
-      assertNotExpired(expires, Date.now());
-      const plan = images.plan(transformOptions, accept);
-      // Policy first: a host denied today is not served from yesterday's cache either.
-      const url = allowedSources.getOrCompute(sourceUrl, () => checkSourceUrl(sourceUrl, policy).href);
-      const result = await getImageVariant(cache, images, url, plan);
-      return {
-        ...(plan.varyAccept ? { vary: 'Accept' as const } : {}),
-        body: result.body,
-        contentType: result.contentType,
-        size: result.size,
-        etag: result.etag,
-        cacheStatus: result.status,
-        stream: () => Readable.from([result.body]),
-      };
-    },
+    // An embedding app keeps what it gets: its bodies are never lent.
+    get: (sourceUrl, requestOptions = {}) => getImage(sourceUrl, requestOptions, false),
     purge: (sourceUrl) => cache.purge(sourceUrl),
     purgeAll: () => cache.purgeAll(),
     stats: () => cache.stats(),
@@ -222,7 +231,8 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
       await downloader.preload?.();
     },
     handler() {
-      return createRequestHandler({ imageCache, config, keys: signingKeys.keys, logger });
+      // The handler gives a disk hit's lent body back once it is written (see CacheRequest.lend).
+      return createRequestHandler({ imageCache, config, keys: signingKeys.keys, logger, getImage: (url, opts) => getImage(url, opts, true) });
     },
     redisHealth: () => cluster?.connection.health(),
     sharedRateLimiter: (limits, name) =>

@@ -44,6 +44,12 @@ export interface CacheRequest {
   variant: string;
   /** Required when variant !== '_': makes the variant from the (cached) source. */
   transform?: Transform;
+  /**
+   * The caller drops the body as soon as it has sent it, and then calls
+   * CacheResult.release when there is one: a disk hit that the memory tier
+   * does not keep is then read into a lent buffer instead of a new one.
+   */
+  lend?: boolean;
 }
 
 /** What the loader is asked: the URL, and validators when an expired entry is being revalidated. */
@@ -63,6 +69,12 @@ export type Loader = (request: LoadRequest) => Promise<LoadResult>;
 export interface CacheResult {
   /** Shared with the memory tier: read it, do not modify it. */
   body: Buffer;
+  /**
+   * Only for a `lend` request whose body is a lent buffer that nobody else
+   * got: call it once the body is no longer read (for a response: its last
+   * write has completed), after which the buffer holds another read's bytes.
+   */
+  release?: (() => void) | undefined;
   contentType: string;
   size: number;
   sha256: string;
@@ -167,6 +179,8 @@ interface Outcome {
   status: CacheStatus;
   /** False when the origin forbade storing it (no-store, private): variants of it are not stored either. */
   storable: boolean;
+  /** The body is a lent buffer (ReadEntry.release): given back only by a caller that got it alone. */
+  release?: () => void;
 }
 
 /** One entry being looked up: a source, or a variant of one. */
@@ -315,7 +329,10 @@ export class CacheManager {
       }
     }
 
-    return this.#answer(await this.#flights.run(target.key, () => this.#serve(target)));
+    if (request.lend !== true) return this.#answer(await this.#flights.run(target.key, () => this.#serve(target)));
+    const { value, alone } = await this.#flights.runAlone(target.key, () => this.#serve(target, true));
+    // Shared with other callers, the buffer is never given back: they may still be reading it.
+    return this.#answer(value, alone ? value.release : undefined);
   }
 
   /** Removes the cached source of `sourceUrl` and every variant of it; resolves to the number of entries removed. */
@@ -403,7 +420,7 @@ export class CacheManager {
     await this.#storage.close();
   }
 
-  #answer(outcome: Outcome): CacheResult {
+  #answer(outcome: Outcome, release?: () => void): CacheResult {
     const key = ({ HIT: 'hits', MISS: 'misses', STALE: 'stale', REVALIDATED: 'revalidated' } as const)[outcome.status];
     this.#counts[key] += 1;
     const { meta, body } = outcome.entry;
@@ -415,6 +432,7 @@ export class CacheManager {
       etag: etagFor(meta.sha256),
       status: outcome.status,
       meta,
+      release,
     };
   }
 
@@ -457,8 +475,9 @@ export class CacheManager {
   }
 
   /** The foreground path of one key: stored and fresh, stale (served or refreshed), or filled. */
-  async #serve(target: Target): Promise<Outcome> {
-    let stored = await this.#readVerified(target);
+  async #serve(target: Target, lend = false): Promise<Outcome> {
+    const notAdmitted = (bodySize: number): boolean => !this.#memory.admits(target.id, bodySize);
+    let stored: StoredEntry | undefined = await this.#readVerified(target, lend ? notAdmitted : undefined);
     if (stored === undefined) {
       if (this.#cluster === undefined) return this.#fill(target);
       const shared = await this.#fillAcrossCluster(this.#cluster, target);
@@ -469,8 +488,11 @@ export class CacheManager {
     const state = freshnessState(stored.meta.freshness, this.#now());
     if (state === 'fresh') {
       this.#counts.diskHits += 1;
-      this.#keepInMemory(target, stored);
       this.#touch(target.id);
+      // A lent body (one the memory tier did not admit) is given back once sent.
+      const { release } = stored as ReadEntry;
+      if (release !== undefined) return { entry: stored, status: 'HIT', storable: true, release };
+      if (this.#memory.admits(target.id, stored.body.length)) this.#keepInMemory(target, stored);
       return { entry: stored, status: 'HIT', storable: true };
     }
     if (state === 'stale-while-revalidate') {
@@ -728,10 +750,10 @@ export class CacheManager {
   }
 
   /** The stored entry if it is intact and really is the one for this key; otherwise undefined. */
-  async #readVerified(target: Target): Promise<StoredEntry | undefined> {
+  async #readVerified(target: Target, lend?: (bodySize: number) => boolean): Promise<ReadEntry | undefined> {
     let stored: ReadEntry | undefined;
     try {
-      stored = await this.#storage.read(target.id);
+      stored = await this.#storage.read(target.id, lend === undefined ? undefined : { lend });
     } catch (err) {
       this.#logger.warn({ cacheKey: target.key, err }, 'cache read failed; treating as a miss');
       return undefined;

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config/index.ts';
 import { FastImageCacheError } from '../errors.ts';
-import type { ImageCache } from '../image-cache.ts';
+import type { ImageCache, ImageRequestOptions, LentImageResult } from '../image-cache.ts';
 import type { Logger } from '../log.ts';
 import { parseOptionsSegment } from '../image/options.ts';
 import { indexPage } from './index-page.ts';
@@ -23,6 +23,12 @@ export interface HandlerDeps {
   logger: Logger;
   /** The clock for `exp:` (ms since epoch); injectable for tests. */
   now?: () => number;
+  /**
+   * imageCache.get for a body that is dropped once written: its `release`,
+   * when set, is called after the response's last write completes (and at
+   * once when no body is sent), never earlier. Default: imageCache.get.
+   */
+  getImage?: (sourceUrl: string, options: ImageRequestOptions) => Promise<LentImageResult>;
 }
 
 /**
@@ -32,6 +38,7 @@ export interface HandlerDeps {
  */
 export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const { imageCache, config, keys, logger } = deps;
+  const getImage: NonNullable<HandlerDeps['getImage']> = deps.getImage ?? ((sourceUrl: string, options: ImageRequestOptions) => imageCache.get(sourceUrl, options));
   const index = indexPage(config.requireSignature);
 
   // The same on every response of this handler: built once, not per request.
@@ -60,7 +67,8 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
     }
     const sourceUrl = decodeSource(encodedSource);
 
-    const image = await imageCache.get(sourceUrl, { ...requested, accept: req.headers.accept });
+    const image = await getImage(sourceUrl, { ...requested, accept: req.headers.accept });
+    const release = image.release;
     // Misses (and stale or revalidated answers) are worth a line each; a hit is logged only at debug.
     if (image.cacheStatus !== 'HIT') {
       logger.info({ reqId: requestId, status: image.cacheStatus, size: image.size, type: image.contentType }, 'image served');
@@ -79,10 +87,18 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
     if (etagMatches(req.headers['if-none-match'], image.etag)) {
       res.writeHead(304, headers);
       res.end();
+      release?.();
       return;
     }
     res.writeHead(200, { ...headers, 'Content-Type': image.contentType, 'Content-Length': image.size });
-    res.end(head ? undefined : image.body);
+    if (head || release === undefined) {
+      res.end(head ? undefined : image.body);
+      release?.();
+    } else {
+      // 'finish': the last write has completed, so the socket holds no reference to the body any more. A response
+      // cut short never finishes: its buffer is then left to the collector instead of being lent again.
+      res.end(image.body, release);
+    }
   }
 
   return function handle(req, res) {

@@ -10,8 +10,9 @@ import type { EntryCipher } from './entry-cipher.ts';
 import { errnoCode } from './errno.ts';
 import { decodeEntry, decodeMeta, encodeEntryParts } from './entry-codec.ts';
 import { OpenEntries, identityOf, stillNamed, type OpenEntry } from './open-entries.ts';
+import { ReadBuffers } from './read-buffers.ts';
 import { tempName } from './temp-files.ts';
-import type { EntryId, EntryMeta, PreparedEntry, ReadEntry, ScannedEntry, StorageBackend, StorageStats, StoredEntry } from './types.ts';
+import type { EntryId, EntryMeta, PreparedEntry, ReadEntry, ReadOptions, ScannedEntry, StorageBackend, StorageStats, StoredEntry } from './types.ts';
 import { sha256Hex } from '../hash.ts';
 
 /** Per-directory HMAC key for file names; lives in the cache directory itself. */
@@ -34,6 +35,8 @@ const META_FIRST_READ = 4096;
 const SCAN_PARALLELISM = 64;
 /** Entry files kept open per process by default: a hot set well past any memory tier, far below descriptor limits. */
 const DEFAULT_KEEP_OPEN_FILES = 1024;
+/** Idle lent read buffers kept per process (see ReadBuffers): enough for a few dozen responses in flight. */
+const DEFAULT_IDLE_READ_BUFFER_BYTES = 16 * 1024 * 1024;
 /** How often kept files are checked for having been deleted or replaced by another process (their space is held while open). */
 const STALE_SWEEP_MS = 5_000;
 
@@ -68,6 +71,8 @@ export interface FsStorageOptions {
   keepOpenFiles?: number;
   /** How often kept files are checked for having been deleted or replaced by another process, ms (default 5 s). */
   staleSweepMs?: number;
+  /** Bytes of lent read buffers kept idle for the next reads (default 16 MiB; 0 lends none). See ReadOptions.lend. */
+  idleReadBufferBytes?: number;
 }
 
 /**
@@ -89,6 +94,7 @@ export class FsStorage implements StorageBackend {
   readonly #cipher: EntryCipher | undefined;
   readonly #fsync: boolean;
   readonly #open: OpenEntries;
+  readonly #buffers: ReadBuffers;
   #closed = false;
 
   private constructor(dir: string, secret: Buffer, logger: Logger, cipher: EntryCipher | undefined, opts: FsStorageOptions) {
@@ -96,6 +102,7 @@ export class FsStorage implements StorageBackend {
     this.#fsync = opts.fsync ?? false;
     this.#open = new OpenEntries(opts.keepOpenFiles ?? DEFAULT_KEEP_OPEN_FILES, opts.staleSweepMs ?? STALE_SWEEP_MS);
     forgottenStorages.register(this, this.#open, this.#open);
+    this.#buffers = new ReadBuffers(opts.idleReadBufferBytes ?? DEFAULT_IDLE_READ_BUFFER_BYTES);
     this.#tmpDir = path.join(dir, TMP_DIR_NAME);
     this.#secret = secret;
     this.#logger = logger;
@@ -139,12 +146,14 @@ export class FsStorage implements StorageBackend {
    * (see ReadEntry.bodyVerified): hashed in full on the second read through
    * a handle (the caller hashes the first), then its CRC-32 compared with
    * that verified read's on every later one, which costs a third as much and
-   * still catches damage appearing later, e.g. from the disk.
+   * still catches damage appearing later, e.g. from the disk. Such a repeat
+   * read of a plain entry reads the body into a lent buffer when
+   * `options.lend` agrees (see ReadEntry.release).
    */
-  async read(id: EntryId): Promise<ReadEntry | undefined> {
+  async read(id: EntryId, options?: ReadOptions): Promise<ReadEntry | undefined> {
     const kept = this.#open.get(id);
     if (kept !== undefined) {
-      const entry = stillNamed(kept) ? await this.#readKept(kept) : undefined;
+      const entry = stillNamed(kept) ? await this.#readKept(kept, options?.lend) : undefined;
       if (entry !== undefined) return entry;
       // Changed, gone, or failing: forget the handle and read the path as it is now.
       void this.#open.drop(id, kept);
@@ -160,7 +169,7 @@ export class FsStorage implements StorageBackend {
     let kept = false;
     try {
       const st = await fh.stat();
-      const buf = await readFully(fh, st.size, 0);
+      const buf = await readFully(fh, Buffer.allocUnsafe(st.size), 0);
       if (buf === undefined) return undefined; // shorter than its size a moment ago: being changed in place
       const entry = decodeEntry(buf, this.#cipher);
       if (entry === undefined) return undefined;
@@ -179,30 +188,36 @@ export class FsStorage implements StorageBackend {
   }
 
   /** The entry through a kept handle, or undefined when it cannot be vouched for that way (then read afresh). */
-  async #readKept(kept: OpenEntry): Promise<ReadEntry | undefined> {
+  async #readKept(kept: OpenEntry, lend: ReadOptions['lend']): Promise<ReadEntry | undefined> {
     let meta = kept.meta;
     let body: Buffer;
+    let lent: Buffer | undefined;
     try {
       if (kept.bodyStart === undefined) {
-        const buf = await readFully(kept.fh, kept.identity.size, 0);
+        const buf = await readFully(kept.fh, Buffer.allocUnsafe(kept.identity.size), 0);
         const entry = buf === undefined ? undefined : decodeEntry(buf, this.#cipher);
         if (entry === undefined) return undefined;
         ({ meta, body } = entry);
       } else {
-        const read = await readFully(kept.fh, meta.size, kept.bodyStart);
-        if (read === undefined) return undefined;
+        if (lend?.(meta.size) === true && this.#buffers.lends(meta.size)) lent = this.#buffers.take(meta.size);
+        const read = await readFully(kept.fh, lent ?? Buffer.allocUnsafe(meta.size), kept.bodyStart);
+        if (read === undefined) throw new Error('entry file shorter than when opened');
         body = read;
       }
+      if (kept.crc === undefined) {
+        if (sha256Hex(body) !== meta.sha256) throw new Error('entry body does not match its hash');
+        kept.crc = crc32(body);
+      } else if (crc32(body) !== kept.crc) {
+        throw new Error('entry body changed since it was verified');
+      }
     } catch {
-      return undefined; // e.g. closed by an eviction meanwhile
-    }
-    if (kept.crc === undefined) {
-      if (sha256Hex(body) !== meta.sha256) return undefined;
-      kept.crc = crc32(body);
-    } else if (crc32(body) !== kept.crc) {
+      // e.g. closed by an eviction meanwhile, or changed in place: read afresh. The read is over, so the buffer is free.
+      if (lent !== undefined) this.#buffers.give(lent);
       return undefined;
     }
-    return { meta, body, bodyVerified: true };
+    if (lent === undefined) return { meta, body, bodyVerified: true };
+    const buffers = this.#buffers;
+    return { meta, body, bodyVerified: true, release: () => { buffers.give(lent); } };
   }
 
   async readMeta(id: EntryId): Promise<EntryMeta | undefined> {
@@ -529,9 +544,9 @@ async function readDirEntries(dir: string): Promise<Dirent[]> {
   }
 }
 
-/** `length` bytes from `position`, or undefined if the file ends before (reads may return less than asked). */
-async function readFully(fh: FileHandle, length: number, position: number): Promise<Buffer | undefined> {
-  const buf = Buffer.allocUnsafe(length);
+/** Fills `buf` from `position`; undefined if the file ends before (reads may return less than asked). */
+async function readFully(fh: FileHandle, buf: Buffer, position: number): Promise<Buffer | undefined> {
+  const length = buf.length;
   let offset = 0;
   while (offset < length) {
     const { bytesRead } = await fh.read(buf, offset, length - offset, position + offset);

@@ -58,6 +58,22 @@ export interface ReadEntry extends StoredEntry {
    * whose body had the same CRC-32 as this one. Otherwise the caller hashes.
    */
   bodyVerified?: boolean;
+  /**
+   * Present when the body is a lent buffer (see ReadOptions.lend): call it
+   * once nothing reads the body any more, and the buffer serves a later read
+   * (which overwrites it). Never calling it is safe; calling it while the
+   * body is still read is not.
+   */
+  release?: () => void;
+}
+
+export interface ReadOptions {
+  /**
+   * Whether the body of `bodySize` bytes may be read into a lent buffer
+   * (ReadEntry.release), for a caller that drops it as soon as it is sent.
+   * Backends may ignore it.
+   */
+  lend?: (bodySize: number) => boolean;
 }
 
 /**
@@ -103,7 +119,7 @@ export interface StorageBackend {
   /** The group part of an id. */
   groupOf(id: EntryId): string;
   /** Whole entry, or undefined if absent or unreadable (a damaged or unauthenticated file is reported as absent). Fully read before it resolves. */
-  read(id: EntryId): Promise<ReadEntry | undefined>;
+  read(id: EntryId, options?: ReadOptions): Promise<ReadEntry | undefined>;
   /** Just the metadata (cheaper than read for large bodies). */
   readMeta(id: EntryId): Promise<EntryMeta | undefined>;
   /** Encodes (and encrypts) an entry, so its size is known before it is admitted. */

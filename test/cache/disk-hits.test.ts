@@ -1,4 +1,4 @@
-import { test, afterEach } from 'node:test';
+import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -66,4 +66,58 @@ test('a byte flipped in an entry file after several disk hits is not served: the
   assert.equal(loads(), 2);
   assert.equal((await cache.stats()).corruptEntries, 1);
   assert.equal((await cache.get({ sourceUrl: url, variant: '_' })).status, 'HIT', 'the new entry is served from then on');
+});
+
+describe('disk hits whose body is lent (CacheRequest.lend)', () => {
+  async function largeBodies(memoryCacheBytes: number) {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-disk-lend-'));
+    scratch.push(dir);
+    const storage = await FsStorage.open({ dir, logger: silentLogger() });
+    const loader: Loader = ({ url }) =>
+      Promise.resolve({ status: 200, body: Buffer.concat([Buffer.from('\x89PNG'), Buffer.alloc(100_000, url.slice(-5, -4))]), contentType: 'image/png', origin: { cacheControl: 'max-age=3600' } });
+    const cache = new CacheManager({ storage, loader, logger: silentLogger(), memoryCacheBytes });
+    managers.push(cache);
+    return cache;
+  }
+  const a = { sourceUrl: 'https://images.example/a.png', variant: '_' };
+  const b = { sourceUrl: 'https://images.example/b.png', variant: '_' };
+
+  test('only a caller that asked and got the body alone may give it back; the buffer then holds the next hit, whole', async () => {
+    const cache = await largeBodies(0);
+    const expectedA = (await cache.get(a)).body;
+    const expectedB = (await cache.get(b)).body;
+    for (const r of [a, b]) await cache.get(r); // the first disk hit opens the file; later ones read it open
+
+    assert.equal((await cache.get(a)).release, undefined, 'not asked to lend');
+    const lent = await cache.get({ ...a, lend: true });
+    assert.equal(lent.status, 'HIT');
+    assert.ok(lent.release, 'asked, alone, and the memory tier does not keep it: lent');
+    assert.ok(lent.body.equals(expectedA));
+
+    const [one, two] = await Promise.all([cache.get({ ...b, lend: true }), cache.get({ ...b, lend: true })]);
+    assert.equal(one.release, undefined, 'two callers got one read: neither may give it back');
+    assert.equal(two.release, undefined);
+    assert.equal(one.body, two.body);
+
+    lent.release();
+    const next = await cache.get({ ...b, lend: true });
+    assert.equal(next.body.buffer, lent.body.buffer, 'the buffer given back serves the next lent hit');
+    assert.ok(next.body.equals(expectedB));
+  });
+
+  test('a disk hit the memory tier admits is kept there and never lent', async () => {
+    const cache = await largeBodies(1024 * 1024); // about ten of these bodies
+    const others = (from: number) => Array.from({ length: 10 }, (_, i) => ({ sourceUrl: `https://images.example/o${from + i}.png`, variant: '_' }));
+    await cache.get(a);
+    for (const o of others(0)) await cache.get(o); // new entries push a out of memory
+    await cache.get(a); // read from disk (its file kept open), asked for more often than the others: admitted
+    for (const o of others(10)) await cache.get(o);
+    const before = (await cache.stats()).memoryHits;
+    const got = await cache.get({ ...a, lend: true });
+    assert.equal(got.status, 'HIT');
+    assert.equal(got.release, undefined, 'admitted to the memory tier: a buffer of its own');
+    assert.equal((await cache.stats()).memoryHits, before, 'that one came from disk');
+    await cache.get({ ...a, lend: true });
+    assert.equal((await cache.stats()).memoryHits, before + 1, 'and the next from memory');
+  });
 });

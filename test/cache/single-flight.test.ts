@@ -89,3 +89,35 @@ test('idle() waits for running calls, failed ones included', async () => {
   await idle;
   assert.equal(finished, true);
 });
+
+test('runAlone tells a caller whether anyone else got the same value', async () => {
+  const flights = new SingleFlight<{ n: number }>();
+  const alone = await flights.runAlone('k', () => Promise.resolve({ n: 1 }));
+  assert.equal(alone.alone, true);
+  const gate = deferred();
+  const fn = async () => {
+    await gate.promise;
+    return { n: 2 };
+  };
+  const first = flights.runAlone('k', fn);
+  const joined = flights.run('k', fn);
+  gate.resolve();
+  const [a, b] = await Promise.all([first, joined]);
+  assert.equal(a.alone, false, 'run() joined the same call: the value is shared');
+  assert.equal(a.value, b);
+});
+
+test('the key is free once the value is out: a caller acting on it starts a new call instead of sharing the old value', async () => {
+  const flights = new SingleFlight<{ n: number }>();
+  let calls = 0;
+  const fn = () => Promise.resolve({ n: ++calls });
+  let second: Promise<{ value: { n: number }; alone: boolean }> | undefined;
+  const first = await flights.runAlone('k', fn).then((got) => {
+    second = flights.runAlone('k', fn);
+    return got;
+  });
+  assert.equal(first.alone, true);
+  const got = await (second as Promise<{ value: { n: number }; alone: boolean }>);
+  assert.equal(got.value.n, 2);
+  assert.equal(first.alone, true, 'the first caller still got its value alone');
+});

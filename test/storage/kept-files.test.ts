@@ -211,3 +211,44 @@ test('a storage dropped without close() is collected without ending the process,
   }
   assert.deepEqual(openFilesUnder(dir), [], 'closed once the storage was collected');
 });
+
+test('a repeat read asked to lend its body reads it into a buffer that, once released, serves a later read', async () => {
+  const dir = await cacheDir();
+  const storage = await open(dir);
+  const a = makeEntry('https://images.example/a.png', Buffer.alloc(100_000, 'a'));
+  const b = makeEntry('https://images.example/b.png', Buffer.alloc(90_000, 'b'));
+  await put(storage, a);
+  await put(storage, b);
+  const lend = () => true;
+  const read = (e: StoredEntry) => storage.read(idOf(storage, e), { lend });
+
+  const fresh = await read(a);
+  assertBody(fresh, a, 'first read');
+  assert.equal(fresh?.release, undefined, 'a first read opens the file: never lent');
+  const lent = await read(a);
+  assertBody(lent, a, 'repeat read');
+  assert.ok(lent?.release, 'a repeat read through the kept file is lent');
+  assert.equal((await get(storage, a))?.release, undefined, 'not asked to lend: a buffer of its own');
+  assert.equal((await storage.read(idOf(storage, a), { lend: (size) => size > 100_000 }))?.release, undefined, 'lend() said no for this size');
+
+  await read(b); // b's file is kept open now
+  const whileLent = await read(b);
+  assert.notEqual(whileLent?.body.buffer, lent.body.buffer, 'not released yet: another read gets another buffer');
+  assertBody(lent, a, 'still a');
+  lent.release();
+  const reused = await read(b);
+  assert.equal(reused?.body.buffer, lent.body.buffer, 'released: the next read of that size class reuses it');
+  assertBody(reused, b, 'and holds the new read, whole');
+});
+
+test('an encrypted entry is never lent (its body is decrypted into a buffer of its own)', async () => {
+  const dir = await cacheDir();
+  const storage = await open(dir, { cipher: new EntryCipher([Buffer.alloc(32, 7)]) });
+  const a = makeEntry('https://images.example/a.png', Buffer.alloc(100_000, 'a'));
+  await put(storage, a);
+  for (let i = 0; i < 3; i++) {
+    const got = await storage.read(idOf(storage, a), { lend: () => true });
+    assertBody(got, a, `read ${i}`);
+    assert.equal(got?.release, undefined);
+  }
+});
