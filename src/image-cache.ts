@@ -172,7 +172,7 @@ export async function createImageCache(options: ImageCacheOptions = {}): Promise
       if (fetched.status === 304) return { status: 304, origin: fetched.headers };
       held?.resize(fetched.body.length);
       const source = await images.prepareSource(fetched.body);
-      return { status: 200, body: source.body, contentType: source.contentType, origin: fetched.headers };
+      return { status: 200, body: source.body, contentType: source.contentType, origin: fetched.headers, decoded: source.decoded };
     } finally {
       held?.release();
     }

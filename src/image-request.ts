@@ -50,7 +50,8 @@ export async function getImageVariant(
       )
       .catch(dropIfBroken);
   }
-  if (plan.id === '_') {
+  // Decoded when it was stored (EntryMeta.decoded): not again, not even after a restart.
+  if (plan.id === '_' && result.meta.decoded !== true) {
     await images.ensureDecoded(result.body, result.sha256).catch(noteBroken).catch(dropIfBroken);
   }
   return result;

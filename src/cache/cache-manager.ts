@@ -36,7 +36,8 @@ export interface SourceImage {
 }
 
 /** Makes a variant from its source; supplied per request by whoever knows the variant. */
-export type Transform = (source: SourceImage) => Promise<{ body: Buffer; contentType: string }>;
+/** Makes a variant; `decoded`: the output was decoded in full on the way (see EntryMeta.decoded). */
+export type Transform = (source: SourceImage) => Promise<{ body: Buffer; contentType: string; decoded?: boolean }>;
 
 export interface CacheRequest {
   sourceUrl: string | URL;
@@ -60,7 +61,7 @@ export interface LoadRequest {
 
 /** A fetched and verified source (200), or the origin's confirmation that the stored one is current (304). */
 export type LoadResult =
-  | { status: 200; body: Buffer; contentType: string; origin: OriginInfo }
+  | { status: 200; body: Buffer; contentType: string; origin: OriginInfo; decoded?: boolean }
   | { status: 304; origin: OriginInfo };
 
 /** Fetches + verifies a source; supplied by the composition root. */
@@ -585,7 +586,7 @@ export class CacheManager {
   async #derive(target: Target, source: Outcome, epoch: number): Promise<Outcome> {
     const { entry: src } = source;
     const made = await (target.transform as Transform)({ body: src.body, contentType: src.meta.contentType, meta: src.meta });
-    const entry = makeEntry(target, made.body, made.contentType, src.meta.sha256, src.meta.freshness, src.meta.origin, this.#now());
+    const entry = makeEntry(target, made.body, made.contentType, src.meta.sha256, src.meta.freshness, src.meta.origin, this.#now(), made.decoded === true);
     if (source.storable && epoch === this.#epoch) {
       // Answered now and served from memory meanwhile; the write to disk goes on behind the response (nginx, too,
       // answers while its temp file is written). It saved about 1 ms of each cold resize, an index round trip
@@ -657,7 +658,7 @@ export class CacheManager {
     const now = this.#now();
     const verdict = judgeResponse(loaded.origin, now, this.#freshness);
     const sha = sha256Hex(loaded.body);
-    const entry = makeEntry(target, loaded.body, loaded.contentType, sha, verdict.freshness, verdict.origin, now);
+    const entry = makeEntry(target, loaded.body, loaded.contentType, sha, verdict.freshness, verdict.origin, now, loaded.decoded === true);
     // New bytes (or no longer storable): every variant of the old bytes is wrong now.
     if (previous !== undefined && (previous.meta.sha256 !== sha || !verdict.storable)) await this.#dropGroup(target);
     this.#sourcesEarly.publish(target.key, { entry, status: 'MISS', storable: verdict.storable });
@@ -841,6 +842,7 @@ function makeEntry(
   freshness: Freshness,
   origin: OriginInfo,
   now: number,
+  decoded: boolean,
 ): StoredEntry {
   // A source's own hash is what its caller passes as sourceSha256 (already computed: not hashed twice).
   const sha = target.variant === SOURCE_VARIANT ? sourceSha256 : sha256Hex(body);
@@ -857,6 +859,7 @@ function makeEntry(
       storedAt: now,
       freshness: { ...freshness },
       origin: keptOrigin(origin),
+      ...(decoded ? { decoded: true as const } : {}),
     },
     body,
   };

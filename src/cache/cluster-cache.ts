@@ -99,7 +99,16 @@ export class ClusterCache {
 
   /** An intact entry another node shared under `key`, or undefined. */
   read(key: string): Promise<StoredEntry | undefined> {
-    return this.#shared.read(key);
+    return this.#readShared(key);
+  }
+
+  /** Another node's word that a body decodes (EntryMeta.decoded) is not taken: this node decodes it once itself. */
+  async #readShared(key: string): Promise<StoredEntry | undefined> {
+    const entry = await this.#shared.read(key);
+    if (entry?.meta.decoded === undefined) return entry;
+    const meta = { ...entry.meta };
+    delete meta.decoded;
+    return { meta, body: entry.body };
   }
 
   /**
@@ -115,7 +124,7 @@ export class ClusterCache {
   ): Promise<{ entry: StoredEntry; produced: boolean }> {
     return this.#flight.run<{ entry: StoredEntry; produced: boolean }>(key, {
       lookup: async () => {
-        const entry = await this.#shared.read(key);
+        const entry = await this.#readShared(key);
         return entry === undefined ? undefined : { entry, produced: false };
       },
       produce: async () => {

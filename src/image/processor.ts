@@ -142,7 +142,7 @@ export class ImageProcessor {
    * Takes `body` over (a download nothing else holds): a JPEG's cleaned
    * bytes may be built inside it, so the caller must not use it afterwards.
    */
-  async prepareSource(body: Buffer): Promise<{ body: Buffer; contentType: string }> {
+  async prepareSource(body: Buffer): Promise<{ body: Buffer; contentType: string; decoded: boolean }> {
     const s = this.#settings;
     let bytes = body;
     let allowed = s.inputFormats;
@@ -160,7 +160,7 @@ export class ImageProcessor {
           ? await cleanSource(bytes, this.#transformSettings(), 'serve', undefined, true)
           : { body: bytes, contentType: image.mime };
         this.#rememberDecoded(sha256Hex(stored.body));
-        return { body: stored.body, contentType: stored.contentType };
+        return { body: stored.body, contentType: stored.contentType, decoded: true };
       }
       const image = await inspectImage(bytes, checks);
       const stored = s.stripMetadata
@@ -168,7 +168,7 @@ export class ImageProcessor {
         : { body: bytes, contentType: image.mime, header: sourceHeader(image.header) };
       // The transform that follows gets this very buffer from the cache: it need not read the header again.
       if (stored.header !== undefined) this.#headers.set(stored.body, stored.header);
-      return { body: stored.body, contentType: stored.contentType };
+      return { body: stored.body, contentType: stored.contentType, decoded: false };
     });
   }
 
@@ -183,10 +183,10 @@ export class ImageProcessor {
   }
 
   /** The CLEANED_SOURCE variant: the stored source fully cleaned (decoded, so also checked). */
-  async cleanForPassthrough(source: Buffer, sourceSha256: string): Promise<{ body: Buffer; contentType: string }> {
+  async cleanForPassthrough(source: Buffer, sourceSha256: string): Promise<{ body: Buffer; contentType: string; decoded: true }> {
     const made = await this.queue.run(() => cleanSource(source, this.#transformSettings(), 'serve'));
     this.#rememberDecoded(sourceSha256);
-    return made;
+    return { body: made.body, contentType: made.contentType, decoded: true };
   }
 
   /**

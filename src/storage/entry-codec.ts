@@ -151,7 +151,7 @@ function prefix(flags: number, length: number): Buffer {
 /** Checks the shape of decoded metadata and keeps only the known fields. */
 function toEntryMeta(value: unknown): EntryMeta | undefined {
   if (!isRecord(value)) return undefined;
-  const { key, sourceKey, sourceUrl, variant, contentType, size, sha256, sourceSha256, storedAt, freshness, origin } = value;
+  const { key, sourceKey, sourceUrl, variant, contentType, size, sha256, sourceSha256, storedAt, freshness, origin, decoded } = value;
   if (
     typeof key !== 'string' ||
     typeof sourceKey !== 'string' ||
@@ -188,6 +188,7 @@ function toEntryMeta(value: unknown): EntryMeta | undefined {
     storedAt,
     freshness: cleanFreshness,
     origin: cleanOrigin,
+    ...(decoded === true ? { decoded } : {}),
   };
 }
 

@@ -43,6 +43,12 @@ export interface EntryMeta {
   freshness: Freshness;
   /** Origin validators and caching headers (of the source), for revalidation. */
   origin: OriginInfo;
+  /**
+   * The body decoded in full before it was stored (a source fetched for
+   * passthrough, a source cleaned for passthrough): passthrough serves it
+   * without decoding it again, also after a restart.
+   */
+  decoded?: true;
 }
 
 export interface StoredEntry {
