@@ -32,9 +32,14 @@ after(async () => {
   tmp.cleanup();
 });
 
-/** One GET on its own connection, so the cluster spreads them over the workers. */
-async function get(url: string): Promise<{ status: number; body: Buffer; xCache: string | null }> {
-  const res = await fetch(url, { headers: { Connection: 'close' } });
+/**
+ * One GET on its own connection, so the cluster spreads them over the workers.
+ * Given up after `timeoutMs`: a connection the primary was handing to a worker
+ * as it was killed is neither answered nor closed (Node's cluster keeps its copy
+ * until the worker says it took it), so it would wait forever.
+ */
+async function get(url: string, timeoutMs = 30_000): Promise<{ status: number; body: Buffer; xCache: string | null }> {
+  const res = await fetch(url, { headers: { Connection: 'close' }, signal: AbortSignal.timeout(timeoutMs) });
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()), xCache: res.headers.get('x-cache') };
 }
 
@@ -83,9 +88,9 @@ describe('two workers, one cold source', () => {
     const url = server.url + buildImagePath(TEST_KEY, `${origin.url}/held.png`);
     const grantedBefore = leaseLines(server, 'fill lease granted').length;
     const started = Array.from({ length: 20 }, () =>
-      get(url).then(
+      get(url, 2 * LEASE_TTL_MS).then(
         (a) => ({ ...a, at: performance.now() }),
-        () => undefined, // served by the killed worker: cut off
+        () => undefined, // served by the killed worker (or handed to it as it died): cut off
       ),
     );
     const holder = await eventually(() => leaseLines(server, 'fill lease granted')[grantedBefore], 10_000, 'the lease of the held source');
