@@ -29,6 +29,16 @@ function nodeSettings(redisUrl: string, extra: Record<string, unknown> = {}): Re
   };
 }
 
+/**
+ * How long a purge owed while Redis was down may take to reach the other nodes
+ * once it is back: each node's command and subscriber connections reconnect
+ * with a backoff of up to 2 s (plus jitter), a failed carry waits out its 1 s
+ * cool-down and 1 s retry, an owed purge left in a directory is looked for
+ * every 2 s, and a catch-up read is retried every 250 ms. Those add up to
+ * about the 8 s default, so a loaded machine missed it now and then.
+ */
+const AFTER_REDIS_RESTART_MS = 20_000;
+
 /** Resolves once `predicate` holds (checked every 20 ms, bounded). */
 async function eventually(predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 8_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -324,7 +334,7 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
 
     await redis.restart();
     // Reconnecting only drops A's and C's memory tiers; their disks still hold the old image until B's purge arrives.
-    for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the owed purge is carried');
+    for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the owed purge is carried', AFTER_REDIS_RESTART_MS);
   });
 
   test('`fastimagecache purge` run while Redis is down: the server on that cache directory carries it once Redis is back', async () => {
@@ -340,7 +350,7 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
     assert.match(purged.stderr, /carries the purge to the other nodes once Redis is back/);
 
     await redis.restart();
-    for (const n of nodes) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the CLI purge reached every node');
+    for (const n of nodes) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the CLI purge reached every node', AFTER_REDIS_RESTART_MS);
   });
 
   test('a purge owed while Redis is down survives a crash of its node: the next start over its directory carries it', async () => {
@@ -361,7 +371,7 @@ describe('three nodes, one Redis', { skip: REDIS_SKIP }, () => {
       assert.equal((await get(a, source)).sha, sha(png), 'nobody has carried the purge yet: A serves its disk copy');
       const restarted = await startProxy(settings);
       try {
-        for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the restarted node carries the owed purge');
+        for (const n of [a, c]) await eventually(async () => (await get(n, source)).sha === sha(replacement), 'the restarted node carries the owed purge', AFTER_REDIS_RESTART_MS);
       } finally {
         await restarted.close();
       }
