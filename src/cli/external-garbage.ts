@@ -1,4 +1,4 @@
-import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 
 /**
@@ -41,30 +41,29 @@ export function collectExternalGarbage(options: ExternalGarbageOptions): () => v
   /** Young collections in a row after which external memory was still over the step. */
   let overFor = 0;
   let pending: NodeJS.Timeout | undefined;
-  /** Whether a full collection came since the last look. */
-  let sawFull = false;
+  /** Whether our own full collection ran since the last look: what it left is the new floor. */
+  let collected = false;
   /** After a collection: young ones free dead backing stores a moment later (the sweeper), so look then. */
   const look = () => {
     pending = undefined;
     const now = external();
-    if (sawFull) {
-      sawFull = false;
-      floor = now; // what a full collection (ours or V8's) left
+    if (collected) {
+      collected = false;
+      floor = now;
       overFor = 0;
       return;
     }
+    // V8's own full collections only ever lower it: growth that outlived one still counts against the step.
     if (now < floor) floor = now;
     if (now - floor < options.stepBytes) {
       overFor = 0;
     } else if (++overFor >= 2) {
       overFor = 0;
       options.gc();
+      collected = true;
     }
   };
-  const observer = new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) {
-      if ((entry as { detail?: { kind?: number } }).detail?.kind !== constants.NODE_PERFORMANCE_GC_MINOR) sawFull = true;
-    }
+  const observer = new PerformanceObserver(() => {
     if (pending !== undefined) return; // collections come in bursts: one look after them
     pending = setTimeout(look, SWEEP_DELAY_MS);
     pending.unref();
