@@ -35,8 +35,10 @@ export interface SourceImage {
   meta: EntryMeta;
 }
 
-/** Makes a variant from its source; supplied per request by whoever knows the variant. */
-/** Makes a variant; `decoded`: the output was decoded in full on the way (see EntryMeta.decoded). */
+/**
+ * Makes a variant from its source; supplied per request by whoever knows the
+ * variant. `decoded`: the output was decoded in full on the way (see EntryMeta.decoded).
+ */
 export type Transform = (source: SourceImage) => Promise<{ body: Buffer; contentType: string; decoded?: boolean }>;
 
 export interface CacheRequest {
@@ -477,8 +479,9 @@ export class CacheManager {
 
   /** The foreground path of one key: stored and fresh, stale (served or refreshed), or filled. */
   async #serve(target: Target, lend = false): Promise<Outcome> {
-    const notAdmitted = (bodySize: number): boolean => !this.#memory.admits(target.id, bodySize);
-    let stored: StoredEntry | undefined = await this.#readVerified(target, lend ? notAdmitted : undefined);
+    // Lent only what the memory tier would not take in: a body it keeps must stay as it is.
+    const notAdmitted = lend ? (bodySize: number): boolean => !this.#memory.admits(target.id, bodySize) : undefined;
+    let stored: StoredEntry | undefined = await this.#readVerified(target, notAdmitted);
     if (stored === undefined) {
       if (this.#cluster === undefined) return this.#fill(target);
       const shared = await this.#fillAcrossCluster(this.#cluster, target);
