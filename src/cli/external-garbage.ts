@@ -1,4 +1,4 @@
-import { PerformanceObserver } from 'node:perf_hooks';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 
 /**
@@ -18,59 +18,66 @@ import { getHeapStatistics } from 'node:v8';
  * so hits start nothing; in a miss storm it is a collection every few
  * seconds, a few ms each on a worker's small heap.
  */
-/** How long after a collection external memory is read: the sweeper has freed what died by then. */
-const SWEEP_DELAY_MS = 10;
-
 export interface ExternalGarbageOptions {
   /** External memory above its floor, through two young collections, that starts a full one. */
   stepBytes: number;
+  /** How often external memory is read (v8.getHeapStatistics(), about 2 µs). */
+  intervalMs: number;
   /** The collector: `globalThis.gc` of a process started with --expose-gc. */
   gc: () => void;
 }
 
 /**
- * Starts watching; returns the function that stops it. Nothing here keeps the
- * process alive, and nothing runs between collections: external memory is
- * read (v8.getHeapStatistics(), about 2 µs) just after V8 reports one. A timer
- * polling it every 25 ms had woken every idle worker 40 times a second, and a
- * wakeup costs 50-150 µs of CPU on a small VM.
+ * A check that sees no young collection for this many turns stops until the
+ * next one: an idle process does not wake up for it (a wakeup costs 50-150 µs
+ * of CPU on a small VM, and the timer ran 40 times a second in every worker).
  */
+const IDLE_CHECKS_BEFORE_PAUSE = 40;
+
+/** Starts watching; returns the function that stops it. Nothing here keeps the process alive. */
 export function collectExternalGarbage(options: ExternalGarbageOptions): () => void {
   const external = () => getHeapStatistics().external_memory;
-  let floor = external();
-  /** Young collections in a row after which external memory was still over the step. */
-  let overFor = 0;
-  let pending: NodeJS.Timeout | undefined;
-  /** Whether our own full collection ran since the last look: what it left is the new floor. */
-  let collected = false;
-  /** After a collection: young ones free dead backing stores a moment later (the sweeper), so look then. */
-  const look = () => {
-    pending = undefined;
-    const now = external();
-    if (collected) {
-      collected = false;
-      floor = now;
-      overFor = 0;
-      return;
+  let youngCollections = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) youngCollections += 1;
     }
-    // V8's own full collections only ever lower it: growth that outlived one still counts against the step.
-    if (now < floor) floor = now;
+    if (timer === undefined) {
+      timer = setInterval(check, options.intervalMs);
+      timer.unref();
+    }
+  });
+
+  let floor: number | undefined = external();
+  /** youngCollections when external memory was first seen over the step (undefined: it is not). */
+  let overSince: number | undefined;
+  let seen = youngCollections;
+  let quietChecks = 0;
+  const check = () => {
+    const now = external();
+    // Backing stores are freed just after a collection: the floor is read one tick after ours.
+    if (floor === undefined || now < floor) floor = now;
     if (now - floor < options.stepBytes) {
-      overFor = 0;
-    } else if (++overFor >= 2) {
-      overFor = 0;
+      overSince = undefined;
+    } else if (overSince === undefined) {
+      overSince = youngCollections;
+    } else if (youngCollections >= overSince + 2) {
       options.gc();
-      collected = true;
+      floor = undefined;
+      overSince = undefined;
+    }
+    quietChecks = youngCollections === seen ? quietChecks + 1 : 0;
+    seen = youngCollections;
+    if (quietChecks >= IDLE_CHECKS_BEFORE_PAUSE && overSince === undefined && floor !== undefined) {
+      clearInterval(timer);
+      timer = undefined;
+      quietChecks = 0;
     }
   };
-  const observer = new PerformanceObserver(() => {
-    if (pending !== undefined) return; // collections come in bursts: one look after them
-    pending = setTimeout(look, SWEEP_DELAY_MS);
-    pending.unref();
-  });
   observer.observe({ entryTypes: ['gc'] });
   return () => {
-    clearTimeout(pending);
+    clearInterval(timer);
     observer.disconnect();
   };
 }

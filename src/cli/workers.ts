@@ -35,6 +35,7 @@ const FILL_LEASE_TTL_MS = 5_000;
 
 /** A full collection in a worker once its surviving Buffers have grown by this much (see collectExternalGarbage). */
 const WORKER_GC_STEP_BYTES = 16 * 1024 * 1024;
+const WORKER_GC_CHECK_MS = 25;
 
 /**
  * The configuration as a worker gets it: automatic transform concurrency
@@ -347,7 +348,7 @@ export async function runWorker(): Promise<number> {
     const logger = createLogger(config.logLevel).child({ worker: cluster.worker?.id });
     running.logger = logger;
     const gc = exposedGc();
-    if (gc) collectExternalGarbage({ stepBytes: WORKER_GC_STEP_BYTES, gc });
+    if (gc) collectExternalGarbage({ stepBytes: WORKER_GC_STEP_BYTES, intervalMs: WORKER_GC_CHECK_MS, gc });
     else logger.debug('started without --expose-gc: external garbage is left to V8');
     const service = await ProxyService.start({
       config,

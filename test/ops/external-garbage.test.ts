@@ -23,7 +23,7 @@ import { getHeapStatistics } from 'node:v8';
 import { collectExternalGarbage, exposedGc } from ${JSON.stringify(MODULE)};
 const gc = exposedGc();
 let collections = 0;
-if (process.argv[1] === 'on') collectExternalGarbage({ stepBytes: 4 * ${MB}, gc: () => { collections += 1; gc(); } });
+if (process.argv[1] === 'on') collectExternalGarbage({ stepBytes: 4 * ${MB}, intervalMs: 2, gc: () => { collections += 1; gc(); } });
 const live = [];
 let junk;
 const start = getHeapStatistics().external_memory;
