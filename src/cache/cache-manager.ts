@@ -479,6 +479,7 @@ export class CacheManager {
 
   /** The foreground path of one key: stored and fresh, stale (served or refreshed), or filled. */
   async #serve(target: Target, lend = false): Promise<Outcome> {
+    const epoch = this.#epoch;
     // Lent only what the memory tier would not take in: a body it keeps must stay as it is.
     const notAdmitted = lend ? (bodySize: number): boolean => !this.#memory.admits(target.id, bodySize) : undefined;
     let stored: StoredEntry | undefined = await this.#readVerified(target, notAdmitted);
@@ -496,7 +497,8 @@ export class CacheManager {
       // A lent body (one the memory tier did not admit) is given back once sent.
       const { release } = stored as ReadEntry;
       if (release !== undefined) return { entry: stored, status: 'HIT', storable: true, release };
-      if (this.#memory.admits(target.id, stored.body.length)) this.#keepInMemory(target, stored);
+      // Not when a purge came during the read: its removal from memory went first, and this would undo it.
+      if (epoch === this.#epoch && this.#memory.admits(target.id, stored.body.length)) this.#keepInMemory(target, stored);
       return { entry: stored, status: 'HIT', storable: true };
     }
     if (state === 'stale-while-revalidate') {
@@ -579,9 +581,10 @@ export class CacheManager {
 
   /** The source another process just fetched and stored, read as a miss of this request (it waited for the fetch). */
   async #storedByAnother(target: Target): Promise<Outcome | undefined> {
+    const epoch = this.#epoch;
     const stored = await this.#readVerified(target);
     if (stored === undefined) return undefined;
-    this.#keepInMemory(target, stored);
+    if (epoch === this.#epoch) this.#keepInMemory(target, stored);
     return { entry: stored, status: 'MISS', storable: true };
   }
 

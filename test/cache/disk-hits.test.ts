@@ -6,6 +6,7 @@ import path from 'node:path';
 import { CacheManager, type Loader } from '../../src/cache/cache-manager.ts';
 import { silentLogger } from '../../src/log.ts';
 import { FsStorage } from '../../src/storage/fs-storage.ts';
+import { ProbedStorage } from './lifecycle-helpers.ts';
 
 // Disk hits go through entry files kept open between reads (FsStorage.read):
 // what a user relies on is that purges still purge and damage is still caught.
@@ -120,4 +121,36 @@ describe('disk hits whose body is lent (CacheRequest.lend)', () => {
     await cache.get({ ...a, lend: true });
     assert.equal((await cache.stats()).memoryHits, before + 1, 'and the next from memory');
   });
+});
+
+test('a disk read still in flight when its source is purged does not put the purged image back in memory', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-disk-purge-race-'));
+  scratch.push(dir);
+  let loads = 0;
+  const loader: Loader = () => {
+    loads += 1;
+    return Promise.resolve({ status: 200, body: Buffer.from(`\x89PNG version ${loads}`), contentType: 'image/png', origin: { cacheControl: 'max-age=3600' } });
+  };
+  const url = 'https://images.example/raced.png';
+  const filler = new CacheManager({ storage: await FsStorage.open({ dir, logger: silentLogger() }), loader, logger: silentLogger() });
+  await filler.get({ sourceUrl: url, variant: '_' });
+  await filler.close();
+
+  // A new process over the same directory: its memory tier is empty, so the next request reads the disk.
+  const probed = new ProbedStorage(await FsStorage.open({ dir, logger: silentLogger() }));
+  const cache = new CacheManager({ storage: probed, loader, logger: silentLogger() });
+  managers.push(cache);
+  let release!: () => void;
+  probed.holdReads = new Promise((resolve) => {
+    release = resolve;
+  });
+  const inFlight = cache.get({ sourceUrl: url, variant: '_' });
+  while (probed.reads === 0) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(await cache.purge(url), 1);
+  release();
+  probed.holdReads = undefined;
+  assert.equal((await inFlight).body.toString(), '\x89PNG version 1', 'the request that started before the purge gets what it read');
+  const after = await cache.get({ sourceUrl: url, variant: '_' });
+  assert.equal(after.status, 'MISS', 'the purged image is not served from memory');
+  assert.equal(after.body.toString(), '\x89PNG version 2');
 });

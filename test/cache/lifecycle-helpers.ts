@@ -54,6 +54,8 @@ export class ProbedStorage implements StorageBackend {
   holdWrites: Promise<void> | undefined;
   /** Resolves whenever a write is started (the id written). */
   onWrite: ((id: EntryId) => void) | undefined;
+  /** Reads, once done, wait for this before they return (a read still in flight while something else happens). */
+  holdReads: Promise<void> | undefined;
 
   constructor(inner: StorageBackend) {
     this.inner = inner;
@@ -65,9 +67,11 @@ export class ProbedStorage implements StorageBackend {
   groupOf(id: EntryId): string {
     return this.inner.groupOf(id);
   }
-  read(id: EntryId) {
+  async read(id: EntryId, options?: Parameters<StorageBackend['read']>[1]) {
     this.reads += 1;
-    return this.inner.read(id);
+    const entry = await this.inner.read(id, options);
+    if (this.holdReads !== undefined) await this.holdReads;
+    return entry;
   }
   readMeta(id: EntryId) {
     return this.inner.readMeta(id);
