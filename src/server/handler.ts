@@ -91,8 +91,8 @@ export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, 
       return;
     }
     res.writeHead(200, { ...headers, 'Content-Type': image.contentType, 'Content-Length': image.size });
-    if (head || release === undefined) {
-      res.end(head ? undefined : image.body);
+    if (head) {
+      res.end();
       release?.();
     } else {
       // 'finish': the last write has completed, so the socket holds no reference to the body any more. A response
