@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
 
 /*
  * How cluster workers are started: their environment and node flags, and the
@@ -43,7 +44,7 @@ export function workerExecArgv(execArgv: readonly string[] = process.execArgv, e
   ];
 }
 
-/** A worker forked before the primary was ready to talk to it (forkWorkersEarly). */
+/** A worker forked before the primary was ready to talk to it (forkFirstWorker). */
 export interface EarlyWorker {
   worker: Worker;
   /**
@@ -54,39 +55,57 @@ export interface EarlyWorker {
 }
 
 /**
- * Forks the workers before the primary loads its own modules (its index,
- * metrics, admin listener): a process's start-up is mostly module loading,
- * and the workers' then runs beside the primary's instead of after it. What a
- * worker says or does before the primary takes it over is kept.
+ * The number of workers `serve` will run, when it is known without reading
+ * the configuration (zod, YAML and the schema: a quarter of a second of the
+ * primary's start-up): from `--workers`, else FASTIMAGECACHE_WORKERS, else,
+ * when there is no config file, the default (0: one per CPU). Undefined when
+ * only the config file can tell, or when the value given is not a plain
+ * count (loading the configuration then reports it). The same precedence as
+ * loadConfig: flags, environment, file, defaults.
  */
-export function forkWorkersEarly(count: number): EarlyWorker[] {
+export function workerCountBeforeConfig(
+  flags: { workers?: string | undefined; config?: string | undefined },
+  env: NodeJS.ProcessEnv = process.env,
+  cpus: number = availableParallelism(),
+): number | undefined {
+  const given = flags.workers ?? env.FASTIMAGECACHE_WORKERS;
+  if (given !== undefined) return /^\d{1,4}$/.test(given) ? Number(given) || cpus : undefined;
+  const configFile = flags.config ?? env.FASTIMAGECACHE_CONFIG;
+  return configFile ? undefined : cpus;
+}
+
+/**
+ * Forks the first worker before the primary loads its configuration and its
+ * own modules (its index, metrics, admin listener): a process's start-up is
+ * mostly module loading, and the worker's then runs beside the primary's
+ * instead of after it. What it says or does before the primary takes it over
+ * is kept. The other workers start once it listens (runPrimary).
+ */
+export function forkFirstWorker(): EarlyWorker {
   cluster.setupPrimary({ execArgv: workerExecArgv() });
-  const env = workerMallocEnv();
-  return Array.from({ length: count }, () => {
-    const worker = cluster.fork(env);
-    const messages: unknown[] = [];
-    const errors: Error[] = [];
-    let exit: { code: number | null; signal: string | null } | undefined;
-    const onMessage = (message: unknown) => {
-      messages.push(message);
-    };
-    const onError = (err: Error) => {
-      errors.push(err);
-    };
-    const onExit = (code: number | null, signal: string | null) => {
-      exit = { code, signal };
-    };
-    worker.on('message', onMessage);
-    worker.on('error', onError);
-    worker.once('exit', onExit);
-    return {
-      worker,
-      takeOver() {
-        worker.off('message', onMessage);
-        worker.off('error', onError);
-        worker.off('exit', onExit);
-        return { messages, errors, exit };
-      },
-    };
-  });
+  const worker = cluster.fork(workerMallocEnv());
+  const messages: unknown[] = [];
+  const errors: Error[] = [];
+  let exit: { code: number | null; signal: string | null } | undefined;
+  const onMessage = (message: unknown) => {
+    messages.push(message);
+  };
+  const onError = (err: Error) => {
+    errors.push(err);
+  };
+  const onExit = (code: number | null, signal: string | null) => {
+    exit = { code, signal };
+  };
+  worker.on('message', onMessage);
+  worker.on('error', onError);
+  worker.once('exit', onExit);
+  return {
+    worker,
+    takeOver() {
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+      return { messages, errors, exit };
+    },
+  };
 }

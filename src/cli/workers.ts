@@ -65,7 +65,7 @@ interface WorkerHandle {
  * audit log, reloads (validated here, then applied by every worker, or by
  * none) and the metrics sum.
  */
-export async function runPrimary(ctx: ServeContext, count: number, keys: SigningKeys, forked: readonly EarlyWorker[] = []): Promise<number> {
+export async function runPrimary(ctx: ServeContext, count: number, keys: SigningKeys, first?: EarlyWorker): Promise<number> {
   const { logger } = ctx;
   let config = ctx.config;
   const metrics = new Metrics({ processMetrics: false });
@@ -76,7 +76,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   startRateLimitPrimary();
   // The one index of the cache directory: workers reserve, commit and evict through it over IPC.
   const storage = await openCacheStorage(config, logger).catch((err: unknown) => {
-    for (const early of forked) early.worker.process.kill();
+    first?.worker.process.kill();
     throw err;
   });
   const index = new CacheIndex({ storage, maxBytes: config.maxCacheBytes, maxEntries: config.maxEntries, logger });
@@ -112,7 +112,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   cluster.setupPrimary({ execArgv: workerExecArgv() });
   const workerEnv = workerMallocEnv();
 
-  /** A new worker, or one forked early (forkWorkersEarly): what it said or did meanwhile is replayed once wired. */
+  /** A new worker, or the one forked early (forkFirstWorker): what it said or did meanwhile is replayed once wired. */
   function spawn(early?: EarlyWorker): WorkerHandle {
     const worker = early?.worker ?? cluster.fork(workerEnv);
     const { promise: listening, resolve: onListening, reject: onFailed } = Promise.withResolvers<string>();
@@ -186,13 +186,20 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
     clearTimeout(deadline);
   }
 
-  // Start every worker and wait until all listen; one failing to start fails the start.
-  const initial = forked.length > 0 ? forked.map((early) => spawn(early)) : Array.from({ length: count }, () => spawn());
-  for (const h of initial) track(h);
+  // The first worker alone, then the others once it listens: started together, they would share the CPUs with it
+  // while it loads its modules, and the first request would wait for all of them. One failing to start fails the start.
+  const firstHandle = spawn(first);
+  track(firstHandle);
+  const initial = [firstHandle];
   let url: string;
   try {
-    const urls = await Promise.all(initial.map((h) => h.listening));
-    url = urls[0] ?? '';
+    url = await firstHandle.listening;
+    for (let i = 1; i < count; i++) {
+      const handle = spawn();
+      track(handle);
+      initial.push(handle);
+    }
+    await Promise.all(initial.map((h) => h.listening));
   } catch (err) {
     shuttingDown = true;
     await stopWorkers(0);

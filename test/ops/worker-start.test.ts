@@ -1,6 +1,6 @@
 /**
- * `serve --workers N` forks its workers before loading its own code
- * (forkWorkersEarly), so a worker can speak, or die, before the primary is
+ * `serve --workers N` forks its first worker before loading its configuration and its own code
+ * (forkFirstWorker), so a worker can speak, or die, before the primary is
  * ready to hear it: what happened meanwhile must still reach the primary.
  */
 import assert from 'node:assert/strict';
