@@ -36,6 +36,17 @@ function isRpcMessage(message: unknown): message is CallMessage | NoteMessage | 
   return kind === 'call' || kind === 'note' || kind === 'result';
 }
 
+/**
+ * Answers `message` with `value` when it is a call of `method`, for an
+ * endpoint no IpcRpc listens on yet (a worker forked early: forkFirstWorker).
+ * True when it did.
+ */
+export function answerCall(endpoint: IpcEndpoint, message: unknown, method: string, value: unknown): boolean {
+  if (!isRpcMessage(message) || message.ficRpc !== 'call' || message.method !== method) return false;
+  endpoint.send({ ficRpc: 'result', id: message.id, ok: true, value } satisfies ResultMessage);
+  return true;
+}
+
 export interface IpcRpcOptions {
   /** A handler failed on a notification (nobody is waiting to hear it): e.g. log it. */
   onNoteError?: (method: string, err: unknown) => void;

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from '../log.ts';
 import { parse, UsageError } from './args.ts';
 import type { ServeContext } from './serve-common.ts';
-import { forkFirstWorker, workerCountBeforeConfig, type EarlyWorker } from './worker-settings.ts';
+import { forkFirstWorker, workerConfig, workerCountBeforeConfig, type EarlyWorker } from './worker-settings.ts';
 
 /*
  * Start-up time is mostly module loading, so each kind of process loads only
@@ -58,7 +58,10 @@ async function serveWith(
   if (count > 1) {
     // Made once here, before any worker asks for its configuration, so they cannot race to generate different keys.
     const keys = resolveSigningKeys(config);
-    return (await import('./workers.ts')).runPrimary(ctx, count, keys, early ?? forkFirstWorker());
+    const first = early ?? forkFirstWorker();
+    // Its configuration now: it need not wait for the primary's own modules (workers.ts) to load.
+    first.answer('config', workerConfig(config, count));
+    return (await import('./workers.ts')).runPrimary(ctx, count, keys, first);
   }
   // Not reached while workerCountBeforeConfig agrees with the configuration (test/cli/worker-count.test.ts).
   early?.worker.process.kill();

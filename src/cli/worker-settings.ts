@@ -1,5 +1,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
+import type { Config } from '../config/schema.ts';
+import { defaultTransformConcurrency, threadPoolSize } from '../image/transform-queue.ts';
+import { answerCall } from './ipc-rpc.ts';
 
 /*
  * How cluster workers are started: their environment and node flags, and the
@@ -44,9 +47,27 @@ export function workerExecArgv(execArgv: readonly string[] = process.execArgv, e
   ];
 }
 
+/**
+ * The configuration as a worker gets it: automatic transform concurrency
+ * (0) resolved to the worker's share of the CPUs, so that N workers run about
+ * one transform per CPU between them rather than N per CPU, which would add
+ * libvips working memory in every worker and no speed (each transform keeps
+ * one CPU busy).
+ */
+export function workerConfig(config: Config, workers: number): Config {
+  if (config.transforms.concurrency !== 0) return config;
+  return { ...config, transforms: { ...config.transforms, concurrency: defaultTransformConcurrency(threadPoolSize(), workers) } };
+}
+
 /** A worker forked before the primary was ready to talk to it (forkFirstWorker). */
 export interface EarlyWorker {
   worker: Worker;
+  /**
+   * Answers the worker's calls of `method` with `value` from now until the
+   * take-over, those it made already included: the worker can go on (with
+   * its configuration) while the primary still loads its own modules.
+   */
+  answer(method: string, value: unknown): void;
   /**
    * Stops keeping the worker's messages and exit for later and returns them:
    * the caller, now listening, replays them (runPrimary's spawn() in workers.ts).
@@ -84,11 +105,13 @@ export function workerCountBeforeConfig(
 export function forkFirstWorker(): EarlyWorker {
   cluster.setupPrimary({ execArgv: workerExecArgv() });
   const worker = cluster.fork(workerMallocEnv());
-  const messages: unknown[] = [];
+  let messages: unknown[] = [];
+  const answers = new Map<string, unknown>();
   const errors: Error[] = [];
   let exit: { code: number | null; signal: string | null } | undefined;
+  const answered = (message: unknown) => [...answers].some(([method, value]) => answerCall(worker, message, method, value));
   const onMessage = (message: unknown) => {
-    messages.push(message);
+    if (!answered(message)) messages.push(message);
   };
   const onError = (err: Error) => {
     errors.push(err);
@@ -101,6 +124,10 @@ export function forkFirstWorker(): EarlyWorker {
   worker.once('exit', onExit);
   return {
     worker,
+    answer(method, value) {
+      answers.set(method, value);
+      messages = messages.filter((message) => !answered(message));
+    },
     takeOver() {
       worker.off('message', onMessage);
       worker.off('error', onError);

@@ -14,15 +14,14 @@ import type { RunningServer } from '../server/http-server.ts';
 import { aggregateExposition, Metrics, type MetricSnapshot } from '../server/metrics.ts';
 import type { ProxyService, PurgeTarget, ReloadOutcome, ServiceStats } from '../server/proxy-service.ts';
 import { startRateLimitPrimary } from '../server/rate-limit.ts';
-import { defaultTransformConcurrency, threadPoolSize } from '../image/transform-queue.ts';
 import { collectExternalGarbage, exposedGc } from './external-garbage.ts';
-import { workerExecArgv, workerMallocEnv, type EarlyWorker } from './worker-settings.ts';
+import { workerConfig, workerExecArgv, workerMallocEnv, type EarlyWorker } from './worker-settings.ts';
 import { IpcRpc } from './ipc-rpc.ts';
 import { cacheIndexHandlers, RemoteCacheIndex } from './remote-cache-index.ts';
 import { fillLeaseHandlers, RemoteFillLease } from './remote-fill-lease.ts';
 import { auditLogPath, printBanner, startAdminIfConfigured, untilStopSignal, type ServeContext } from './serve-common.ts';
 
-export { WORKER_EXPOSE_GC_FLAG, WORKER_MALLOC_ENV, WORKER_SEMI_SPACE_FLAG, workerExecArgv, workerMallocEnv } from './worker-settings.ts';
+export { WORKER_EXPOSE_GC_FLAG, WORKER_MALLOC_ENV, WORKER_SEMI_SPACE_FLAG, workerConfig, workerExecArgv, workerMallocEnv } from './worker-settings.ts';
 
 /** A worker that dies within this long of starting counts as crash-looping: its replacement waits longer each time. */
 const QUICK_DEATH_MS = 2_000;
@@ -36,18 +35,6 @@ const FILL_LEASE_TTL_MS = 5_000;
 /** A full collection in a worker once its surviving Buffers have grown by this much (see collectExternalGarbage). */
 const WORKER_GC_STEP_BYTES = 16 * 1024 * 1024;
 const WORKER_GC_CHECK_MS = 25;
-
-/**
- * The configuration as a worker gets it: automatic transform concurrency
- * (0) resolved to the worker's share of the CPUs, so that N workers run about
- * one transform per CPU between them rather than N per CPU, which would add
- * libvips working memory in every worker and no speed (each transform keeps
- * one CPU busy).
- */
-export function workerConfig(config: Config, workers: number): Config {
-  if (config.transforms.concurrency !== 0) return config;
-  return { ...config, transforms: { ...config.transforms, concurrency: defaultTransformConcurrency(threadPoolSize(), workers) } };
-}
 
 interface WorkerHandle {
   worker: Worker;
