@@ -356,17 +356,38 @@ export class CacheManager {
     const group = this.#storage.groupOf(this.#storage.entryId(key, key));
     this.#epoch += 1;
     this.#negative.forget(key);
-    return (await this.#removeGroup(group)).length;
+    try {
+      return (await this.#removeGroup(group)).length;
+    } finally {
+      this.#afterRemoval(group);
+    }
   }
 
   async #purgeAllHere(): Promise<void> {
     this.#epoch += 1;
     this.#memory.clear();
     this.#negative.clear();
-    await this.#writes.settled();
-    await this.#storage.clear();
+    try {
+      await this.#writes.settled();
+      await this.#storage.clear();
+    } finally {
+      this.#afterRemoval();
+    }
     await this.#index.clear();
     await this.#announce('all');
+  }
+
+  /**
+   * The purged files are gone now. A request that began after the purge (so
+   * in its epoch) but read a file before it was removed may have put the
+   * purged entry back in memory, where it would be served until evicted;
+   * one still reading would do it next. The first is dropped again, and
+   * moving the epoch keeps the second out.
+   */
+  #afterRemoval(group?: string): void {
+    this.#epoch += 1;
+    if (group === undefined) this.#memory.clear();
+    else this.#memory.deleteGroup(group);
   }
 
   /** A purge made on another node: applied to this node's tiers (that node already cleaned the shared tier). */

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { CacheManager, type Loader } from '../../src/cache/cache-manager.ts';
 import { silentLogger } from '../../src/log.ts';
 import { FsStorage } from '../../src/storage/fs-storage.ts';
-import { ProbedStorage } from './lifecycle-helpers.ts';
+import { deferred, ProbedStorage } from './lifecycle-helpers.ts';
 
 // Disk hits go through entry files kept open between reads (FsStorage.read):
 // what a user relies on is that purges still purge and damage is still caught.
@@ -154,3 +154,55 @@ test('a disk read still in flight when its source is purged does not put the pur
   assert.equal(after.status, 'MISS', 'the purged image is not served from memory');
   assert.equal(after.body.toString(), '\x89PNG version 2');
 });
+
+for (const [scope, read] of [['source', 'done'], ['source', 'in flight'], ['all', 'done'], ['all', 'in flight']] as const) {
+  test(`a disk read ${read === 'done' ? 'made' : 'still in flight'} while a purge (${scope}) removes the files does not put the purged image back in memory`, async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-disk-purge-removal-'));
+    scratch.push(dir);
+    let loads = 0;
+    const loader: Loader = () => {
+      loads += 1;
+      return Promise.resolve({ status: 200, body: Buffer.from(`\x89PNG version ${loads}`), contentType: 'image/png', origin: { cacheControl: 'max-age=3600' } });
+    };
+    const url = 'https://images.example/raced-removal.png';
+    const filler = new CacheManager({ storage: await FsStorage.open({ dir, logger: silentLogger() }), loader, logger: silentLogger() });
+    await filler.get({ sourceUrl: url, variant: '_' });
+    await filler.close();
+
+    // A new process over the same directory: its memory tier is empty, so a request reads the disk.
+    const probed = new ProbedStorage(await FsStorage.open({ dir, logger: silentLogger() }));
+    const cache = new CacheManager({ storage: probed, loader, logger: silentLogger() });
+    managers.push(cache);
+    let releaseRemoval!: () => void;
+    probed.holdRemovals = new Promise((resolve) => {
+      releaseRemoval = resolve;
+    });
+    const removing = deferred();
+    probed.onRemoval = () => {
+      removing.resolve();
+    };
+    // The purge has begun (memory dropped, epoch moved) but the files are still there: a slow removal, a loaded machine.
+    const purging = scope === 'source' ? cache.purge(url) : cache.purgeAll();
+    await removing.promise;
+    let releaseRead!: () => void;
+    if (read === 'in flight') {
+      probed.holdReads = new Promise((resolve) => {
+        releaseRead = resolve;
+      });
+    }
+    const during = cache.get({ sourceUrl: url, variant: '_' });
+    if (read === 'done') assert.equal((await during).body.toString(), '\x89PNG version 1', 'a request during the removal may still get the old bytes');
+    else while (probed.reads === 0) await new Promise((resolve) => setImmediate(resolve));
+    releaseRemoval();
+    probed.holdRemovals = undefined;
+    await purging;
+    if (read === 'in flight') {
+      releaseRead();
+      probed.holdReads = undefined;
+      assert.equal((await during).body.toString(), '\x89PNG version 1', 'what it read before the files went');
+    }
+    const after = await cache.get({ sourceUrl: url, variant: '_' });
+    assert.equal(after.body.toString(), '\x89PNG version 2', 'the purged image is not served once the purge is done');
+    assert.equal(after.status, 'MISS');
+  });
+}

@@ -56,6 +56,10 @@ export class ProbedStorage implements StorageBackend {
   onWrite: ((id: EntryId) => void) | undefined;
   /** Reads, once done, wait for this before they return (a read still in flight while something else happens). */
   holdReads: Promise<void> | undefined;
+  /** Removals of a group or of everything wait for this before reaching the disk (a slow disk, controlled by the test). */
+  holdRemovals: Promise<void> | undefined;
+  /** Called whenever a removal of a group (its name) or of everything (undefined) is started. */
+  onRemoval: ((group: string | undefined) => void) | undefined;
 
   constructor(inner: StorageBackend) {
     this.inner = inner;
@@ -94,13 +98,17 @@ export class ProbedStorage implements StorageBackend {
   listGroup(group: string) {
     return this.inner.listGroup(group);
   }
-  deleteGroup(group: string) {
+  async deleteGroup(group: string) {
+    this.onRemoval?.(group);
+    if (this.holdRemovals !== undefined) await this.holdRemovals;
     return this.inner.deleteGroup(group);
   }
   scan() {
     return this.inner.scan();
   }
-  clear() {
+  async clear() {
+    this.onRemoval?.(undefined);
+    if (this.holdRemovals !== undefined) await this.holdRemovals;
     return this.inner.clear();
   }
   stats() {
