@@ -123,7 +123,11 @@ describe('disk hits whose body is lent (CacheRequest.lend)', () => {
   });
 });
 
-test('a disk read still in flight when its source is purged does not put the purged image back in memory', async () => {
+/**
+ * `url` stored ("version 1") by one cache manager, then a second one over the same directory (a new process: its
+ * memory tier is empty, so a request reads the disk), through ProbedStorage. Each origin fetch makes a new version.
+ */
+async function reopenedOverStoredImage(url: string): Promise<{ cache: CacheManager; probed: ProbedStorage }> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-disk-purge-race-'));
   scratch.push(dir);
   let loads = 0;
@@ -131,15 +135,18 @@ test('a disk read still in flight when its source is purged does not put the pur
     loads += 1;
     return Promise.resolve({ status: 200, body: Buffer.from(`\x89PNG version ${loads}`), contentType: 'image/png', origin: { cacheControl: 'max-age=3600' } });
   };
-  const url = 'https://images.example/raced.png';
   const filler = new CacheManager({ storage: await FsStorage.open({ dir, logger: silentLogger() }), loader, logger: silentLogger() });
   await filler.get({ sourceUrl: url, variant: '_' });
   await filler.close();
-
-  // A new process over the same directory: its memory tier is empty, so the next request reads the disk.
   const probed = new ProbedStorage(await FsStorage.open({ dir, logger: silentLogger() }));
   const cache = new CacheManager({ storage: probed, loader, logger: silentLogger() });
   managers.push(cache);
+  return { cache, probed };
+}
+
+test('a disk read still in flight when its source is purged does not put the purged image back in memory', async () => {
+  const url = 'https://images.example/raced.png';
+  const { cache, probed } = await reopenedOverStoredImage(url);
   let release!: () => void;
   probed.holdReads = new Promise((resolve) => {
     release = resolve;
@@ -157,22 +164,8 @@ test('a disk read still in flight when its source is purged does not put the pur
 
 for (const [scope, read] of [['source', 'done'], ['source', 'in flight'], ['all', 'done'], ['all', 'in flight']] as const) {
   test(`a disk read ${read === 'done' ? 'made' : 'still in flight'} while a purge (${scope}) removes the files does not put the purged image back in memory`, async () => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fic-disk-purge-removal-'));
-    scratch.push(dir);
-    let loads = 0;
-    const loader: Loader = () => {
-      loads += 1;
-      return Promise.resolve({ status: 200, body: Buffer.from(`\x89PNG version ${loads}`), contentType: 'image/png', origin: { cacheControl: 'max-age=3600' } });
-    };
     const url = 'https://images.example/raced-removal.png';
-    const filler = new CacheManager({ storage: await FsStorage.open({ dir, logger: silentLogger() }), loader, logger: silentLogger() });
-    await filler.get({ sourceUrl: url, variant: '_' });
-    await filler.close();
-
-    // A new process over the same directory: its memory tier is empty, so a request reads the disk.
-    const probed = new ProbedStorage(await FsStorage.open({ dir, logger: silentLogger() }));
-    const cache = new CacheManager({ storage: probed, loader, logger: silentLogger() });
-    managers.push(cache);
+    const { cache, probed } = await reopenedOverStoredImage(url);
     let releaseRemoval!: () => void;
     probed.holdRemovals = new Promise((resolve) => {
       releaseRemoval = resolve;
