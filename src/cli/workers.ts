@@ -46,13 +46,14 @@ interface WorkerHandle {
 }
 
 /**
- * The cluster primary: forks `count` workers that share one port (node:cluster
- * hands out connections) and one cache directory, replaces any that die, and
+ * The cluster primary: takes over the `first` worker (forked already) and forks
+ * the other `count - 1`, which share one port (node:cluster hands out
+ * connections) and one cache directory, replaces any that die, and
  * owns what must exist once: the rate limit counters, the admin listener, the
  * audit log, reloads (validated here, then applied by every worker, or by
  * none) and the metrics sum.
  */
-export async function runPrimary(ctx: ServeContext, count: number, keys: SigningKeys, first?: EarlyWorker): Promise<number> {
+export async function runPrimary(ctx: ServeContext, count: number, keys: SigningKeys, first: EarlyWorker): Promise<number> {
   const { logger } = ctx;
   let config = ctx.config;
   const metrics = new Metrics({ processMetrics: false });
@@ -63,7 +64,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   startRateLimitPrimary();
   // The one index of the cache directory: workers reserve, commit and evict through it over IPC.
   const storage = await openCacheStorage(config, logger).catch((err: unknown) => {
-    first?.worker.process.kill();
+    first.worker.process.kill();
     throw err;
   });
   const index = new CacheIndex({ storage, maxBytes: config.maxCacheBytes, maxEntries: config.maxEntries, logger });
@@ -99,7 +100,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   cluster.setupPrimary({ execArgv: workerExecArgv() });
   const workerEnv = workerMallocEnv();
 
-  /** A new worker, or the one forked early (forkFirstWorker): what it said or did meanwhile is replayed once wired. */
+  /** A new worker, or the first one, forked early (forkFirstWorker): what it said or did meanwhile is replayed once wired. */
   function spawn(early?: EarlyWorker): WorkerHandle {
     const worker = early?.worker ?? cluster.fork(workerEnv);
     const { promise: listening, resolve: onListening, reject: onFailed } = Promise.withResolvers<string>();
