@@ -359,7 +359,8 @@ export class CacheManager {
     try {
       return (await this.#removeGroup(group)).length;
     } finally {
-      this.#afterRemoval(group);
+      // A disk read still in flight began in this purge's epoch: moving it again keeps what it read out of memory.
+      this.#epoch += 1;
     }
   }
 
@@ -371,23 +372,12 @@ export class CacheManager {
       await this.#writes.settled();
       await this.#storage.clear();
     } finally {
-      this.#afterRemoval();
+      // As #removeGroup and #purgeSourceHere do for one group: what disk reads put back meanwhile, and those still in flight.
+      this.#memory.clear();
+      this.#epoch += 1;
     }
     await this.#index.clear();
     await this.#announce('all');
-  }
-
-  /**
-   * The purged files are gone now. A request that began after the purge (so
-   * in its epoch) but read a file before it was removed may have put the
-   * purged entry back in memory, where it would be served until evicted;
-   * one still reading would do it next. The first is dropped again, and
-   * moving the epoch keeps the second out.
-   */
-  #afterRemoval(group?: string): void {
-    this.#epoch += 1;
-    if (group === undefined) this.#memory.clear();
-    else this.#memory.deleteGroup(group);
   }
 
   /** A purge made on another node: applied to this node's tiers (that node already cleaned the shared tier). */
@@ -770,8 +760,15 @@ export class CacheManager {
   /** A source's group out of every tier here (memory, disk, index) and announced to the other processes. */
   async #removeGroup(group: string): Promise<EntryId[]> {
     this.#memory.deleteGroup(group);
-    await this.#writes.settled(group); // a write under way would land after the removal
-    const removed = await this.#storage.deleteGroup(group);
+    let removed: EntryId[];
+    try {
+      await this.#writes.settled(group); // a write under way would land after the removal
+      removed = await this.#storage.deleteGroup(group);
+    } finally {
+      // A disk hit read while the files were still there may have put the group back in memory: it would be served
+      // from there until evicted. (A read still in flight is kept out by the caller moving the epoch, where it can.)
+      this.#memory.deleteGroup(group);
+    }
     await this.#index.remove(removed);
     await this.#announce(removed);
     return removed;
