@@ -98,13 +98,63 @@ export class RemoteCacheIndex implements CacheIndexApi {
   }
 }
 
-/** The primary's side: answers the workers' index calls from the one real index. */
-export function cacheIndexHandlers(index: CacheIndexApi): Record<string, RpcHandler> {
+/**
+ * The reservations one worker has made in the primary's index and not yet
+ * committed or released. When the worker dies mid-write, releaseAll() gives
+ * their bytes back; they would otherwise stay reserved until the primary
+ * restarts, and enough crashed writes would leave no room to write at all.
+ */
+export class HeldReservations {
+  readonly #index: CacheIndexApi;
+  readonly #tokens = new Set<number>();
+  #closed = false;
+
+  constructor(index: CacheIndexApi) {
+    this.#index = index;
+  }
+
+  get size(): number {
+    return this.#tokens.size;
+  }
+
+  /** A reservation made for the worker; one answered after it exited is released at once. */
+  add(token: number): void {
+    if (this.#closed) void this.#index.release(token).catch(() => {});
+    else this.#tokens.add(token);
+  }
+
+  settle(token: number): void {
+    this.#tokens.delete(token);
+  }
+
+  /** The worker exited: releases what it still held, and anything reserved for it later. */
+  async releaseAll(): Promise<void> {
+    this.#closed = true;
+    const tokens = [...this.#tokens];
+    this.#tokens.clear();
+    await Promise.all(tokens.map((token) => this.#index.release(token)));
+  }
+}
+
+/** The primary's side: answers one worker's index calls from the one real index, keeping track of what it holds. */
+export function cacheIndexHandlers(index: CacheIndexApi, held = new HeldReservations(index)): Record<string, RpcHandler> {
   const p = (params: unknown) => (params ?? {}) as Record<string, unknown>;
   return {
-    'index.reserve': (params) => index.reserve(String(p(params).id), Number(p(params).bytes)),
-    'index.commit': (params) => index.commit(Number(p(params).token)),
-    'index.release': (params) => index.release(Number(p(params).token)),
+    'index.reserve': async (params) => {
+      const token = await index.reserve(String(p(params).id), Number(p(params).bytes));
+      if (token !== null) held.add(token);
+      return token;
+    },
+    'index.commit': (params) => {
+      const token = Number(p(params).token);
+      held.settle(token);
+      return index.commit(token);
+    },
+    'index.release': (params) => {
+      const token = Number(p(params).token);
+      held.settle(token);
+      return index.release(token);
+    },
     'index.touchMany': async (params) => {
       const ids = p(params).ids;
       if (!Array.isArray(ids)) return;

@@ -17,7 +17,7 @@ import { startRateLimitPrimary } from '../server/rate-limit.ts';
 import { collectExternalGarbage, exposedGc } from './external-garbage.ts';
 import { workerConfig, workerExecArgv, workerMallocEnv, type EarlyWorker } from './worker-settings.ts';
 import { IpcRpc } from './ipc-rpc.ts';
-import { cacheIndexHandlers, RemoteCacheIndex } from './remote-cache-index.ts';
+import { cacheIndexHandlers, HeldReservations, RemoteCacheIndex } from './remote-cache-index.ts';
 import { fillLeaseHandlers, RemoteFillLease } from './remote-fill-lease.ts';
 import { auditLogPath, printBanner, startAdminIfConfigured, untilStopSignal, type ServeContext } from './serve-common.ts';
 
@@ -104,6 +104,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
   function spawn(early?: EarlyWorker): WorkerHandle {
     const worker = early?.worker ?? cluster.fork(workerEnv);
     const { promise: listening, resolve: onListening, reject: onFailed } = Promise.withResolvers<string>();
+    const heldReservations = new HeldReservations(index);
     listening.catch(() => {}); // observed by whoever awaits it
     const handle: WorkerHandle = {
       worker,
@@ -118,7 +119,7 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
           return null;
         },
         metrics: () => aggregateMetrics(),
-        ...cacheIndexHandlers(index),
+        ...cacheIndexHandlers(index, heldReservations),
         'index.stats': indexStats,
         ...fillLeaseHandlers(leases.viewFor(worker.id)),
       }, {
@@ -133,6 +134,10 @@ export async function runPrimary(ctx: ServeContext, count: number, keys: Signing
       handles.delete(worker.id);
       // Its leases go to the workers waiting on them now, not after they expire.
       leases.dropOwner(worker.id);
+      // And the space of writes it had reserved but never finished.
+      heldReservations.releaseAll().catch((err: unknown) => {
+        logger.warn({ err, worker: worker.id }, 'could not release an exited worker\'s cache reservations');
+      });
       onFailed(new Error(`worker ${worker.id} exited (code ${String(code)}, signal ${signal}) before listening`));
       // Exit code 0 is a worker's own graceful stop (e.g. Ctrl-C reached the whole process group).
       if (shuttingDown || code === 0) return;

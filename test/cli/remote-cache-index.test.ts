@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { CacheIndexApi } from '../../src/cache/cache-index.ts';
+import { CacheIndex, type CacheIndexApi } from '../../src/cache/cache-index.ts';
 import { IpcRpc, type IpcEndpoint } from '../../src/cli/ipc-rpc.ts';
-import { RemoteCacheIndex, cacheIndexHandlers } from '../../src/cli/remote-cache-index.ts';
+import { HeldReservations, RemoteCacheIndex, cacheIndexHandlers } from '../../src/cli/remote-cache-index.ts';
 import { silentLogger } from '../../src/log.ts';
 
 /** Two ends of an IPC channel in one process: what one sends, the other receives on a later turn. */
@@ -120,4 +120,55 @@ test('a notification the primary fails on is reported there, and the channel kee
   await remote.commit(1);
   assert.equal((await remote.stats()).entries, 0);
   assert.deepEqual(failures, ['index.commit: disk gone']);
+});
+
+/** A real index over a directory with nothing in it yet (eviction deletes nothing that matters here). */
+function emptyIndex(maxBytes: number): CacheIndex {
+  const storage = {
+    delete: () => Promise.resolve(true),
+    scan: async function* () {},
+  };
+  return new CacheIndex({ storage, maxBytes, logger: silentLogger() });
+}
+
+// Entry ids as the storage makes them (the index's table packs them into numbers).
+const DONE = '00000000000000aa/00000001';
+const UNFINISHED = '00000000000000bb/00000001';
+const OTHER = '00000000000000cc/00000001';
+
+test('a worker that dies mid-write gives its reserved space back; what it committed stays', async () => {
+  const { worker, primary } = channel();
+  const index = emptyIndex(1000);
+  const held = new HeldReservations(index);
+  new IpcRpc(primary, cacheIndexHandlers(index, held));
+  const remote = new RemoteCacheIndex(new IpcRpc(worker, {}), silentLogger());
+
+  const done = await remote.reserve(DONE, 300);
+  assert.notEqual(done, null);
+  await remote.commit(done as number);
+  const unfinished = await remote.reserve(UNFINISHED, 600);
+  assert.notEqual(unfinished, null);
+  assert.equal(held.size, 1, 'only the write in progress is held');
+  // The worker is gone before it commits: without the release, the 600 bytes would stay reserved for good.
+  assert.equal((await index.stats()).reservedBytes, 600);
+
+  await held.releaseAll();
+  const stats = await index.stats();
+  assert.equal(stats.reservedBytes, 0);
+  assert.equal(stats.bytes, 300, 'the committed entry is still accounted for');
+  // 300 committed + 700 fits the 1000 bytes only if the 600 are free again (else 'done' would be evicted for it).
+  assert.notEqual(await index.reserve(OTHER, 700), null, 'the space is usable again');
+  assert.equal((await index.stats()).bytes, 300, 'without evicting the committed entry');
+});
+
+test('a reservation answered after its worker exited is released at once', async () => {
+  const index = emptyIndex(1000);
+  const held = new HeldReservations(index);
+  const handlers = cacheIndexHandlers(index, held);
+  await held.releaseAll();
+  const token = await handlers['index.reserve']?.({ id: OTHER, bytes: 500 });
+  assert.equal(typeof token, 'number');
+  await nextTurn();
+  assert.equal((await index.stats()).reservedBytes, 0);
+  assert.equal(held.size, 0);
 });
