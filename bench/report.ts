@@ -127,10 +127,14 @@ function figuresOf(rounds: RoundResult[]): Figures {
   };
 }
 
+/** A target's verdict from its test (undefined: nothing to judge). */
+function verdict(ok: boolean | undefined): string {
+  return ok === undefined ? 'n/a' : ok ? 'met' : '**not met**';
+}
+
 /** The start-up target's row: measured at 1M, extrapolated from a growth above the restart noise, or not decided. */
 export function startUpTarget(idx: IndexScaleResult | undefined, indexError?: string): [string, string] {
   const n = (x: number) => x.toLocaleString('en-US');
-  const verdict = (ok: boolean) => (ok ? 'met' : '**not met**');
   if (!idx) return [`not measured${indexError ? `: ${indexError}` : ''}`, 'n/a'];
   const over = `${fmt(idx.full.firstHitMs, 0)} ms over ${n(idx.entries)} entries`;
   const small = `${fmt(idx.small.firstHitMs, 0)} ms over ${n(idx.smallEntries)} (restart noise ${fmt(idx.firstHitNoiseMs, 0)} ms)`;
@@ -231,7 +235,6 @@ export function renderReport(input: ReportInput): string {
   out.push('');
 
   // Targets.
-  const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'met' : '**not met**');
   const targets: Array<[string, string, string]> = [];
   const hotVsNginx = ratio(fic?.hotRps, nginx?.hotRps);
   targets.push([
