@@ -53,6 +53,11 @@ function fmt(n: number | undefined, digits?: number): string {
   return n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
 }
 
+/** An entry count, with thousands separators. */
+function n(x: number): string {
+  return x.toLocaleString('en-US');
+}
+
 function ratio(a: number | undefined, b: number | undefined): number | undefined {
   return a === undefined || b === undefined || b === 0 ? undefined : a / b;
 }
@@ -134,7 +139,6 @@ function verdict(ok: boolean | undefined): string {
 
 /** The start-up target's row: measured at 1M, extrapolated from a growth above the restart noise, or not decided. */
 export function startUpTarget(idx: IndexScaleResult | undefined, indexError?: string): [string, string] {
-  const n = (x: number) => x.toLocaleString('en-US');
   if (!idx) return [`not measured${indexError ? `: ${indexError}` : ''}`, 'n/a'];
   const over = `${fmt(idx.full.firstHitMs, 0)} ms over ${n(idx.entries)} entries`;
   const small = `${fmt(idx.small.firstHitMs, 0)} ms over ${n(idx.smallEntries)} (restart noise ${fmt(idx.firstHitNoiseMs, 0)} ms)`;
@@ -293,7 +297,6 @@ export function renderReport(input: ReportInput): string {
     '— (no target)',
   ]);
   const idx = input.index;
-  const n = (x: number) => x.toLocaleString('en-US');
   targets.push(['start-up: first hit within 1 s of a restart over 1,000,000 entries', ...startUpTarget(idx, input.indexError)]);
   targets.push([
     'index memory < 300 bytes per entry',
